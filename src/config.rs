@@ -1,0 +1,64 @@
+//! What a server is told at start: limits, framing, timeouts.
+
+use std::time::Duration;
+
+use crate::framing::Framing;
+
+/// Settings for a [`crate::Server`]. `Config::default()` matches the
+/// command line's defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How input is cut into frames.
+    pub framing: Framing,
+    /// Longest frame accepted, in bytes (for `line`, not counting the `'\n'`;
+    /// for `length`, not counting the header). A longer one closes its connection.
+    pub max_frame: usize,
+    /// Connections served at once; more are accepted and closed at once.
+    pub max_connections: usize,
+    /// How long a graceful shutdown may take before connections are cut off.
+    pub drain_timeout: Duration,
+    /// Close connections with no traffic either way for this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            framing: Framing::Line,
+            max_frame: 64 * 1024,
+            max_connections: 10_000,
+            drain_timeout: Duration::from_secs(10),
+            idle_timeout: None,
+        }
+    }
+}
+
+impl Config {
+    /// Largest `max_connections`: slab keys must stay clear of the reserved tokens.
+    pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 30;
+
+    /// Checks the settings fit together; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_frame == 0 {
+            return Err("--max-frame must be at least 1 byte".into());
+        }
+        if self.max_frame > u32::MAX as usize {
+            return Err(format!("--max-frame must be at most {} bytes", u32::MAX));
+        }
+        if let Framing::Fixed(n) = self.framing
+            && n > self.max_frame
+        {
+            return Err(format!(
+                "--framing fixed:{n} is longer than --max-frame ({} bytes)",
+                self.max_frame
+            ));
+        }
+        if self.max_connections == 0 || self.max_connections > Self::MAX_CONNECTIONS_LIMIT {
+            return Err(format!(
+                "--max-connections must be between 1 and {}",
+                Self::MAX_CONNECTIONS_LIMIT
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,242 @@
+//! One client connection: its socket, where it is in its life, and its buffers.
+//!
+//! The event loop (`event_loop.rs`) decides *when* to read, write and close;
+//! this file holds *what* a connection is and the two I/O primitives it needs
+//! (write out what is pending, read and throw away). An idle connection costs
+//! only this struct: both buffers are empty `Vec`s that own no memory.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use mio::Token;
+use mio::net::TcpStream;
+
+use crate::framing::FrameAssembler;
+use crate::io_util::{interrupted, would_block};
+
+/// Names one connection for its whole life, even after its slab slot is reused.
+///
+/// `key` is the slot in the loop's `Slab`; `serial` counts accepted
+/// connections, so a `ConnId` kept by a handler (or sitting in an old event or
+/// timer) for a connection that has since closed never matches the
+/// connection that took over its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId {
+    pub(crate) key: u32,
+    pub(crate) serial: u32,
+}
+
+impl ConnId {
+    /// The poll token: the serial in the high 32 bits, the slab key in the low.
+    /// Reserved tokens (listener, signals) use keys no slab ever reaches.
+    pub(crate) fn token(self) -> Token {
+        Token(((self.serial as usize) << 32) | self.key as usize)
+    }
+
+    pub(crate) fn from_token(token: Token) -> ConnId {
+        ConnId { key: token.0 as u32, serial: (token.0 >> 32) as u32 }
+    }
+
+    pub(crate) fn key(self) -> usize {
+        self.key as usize
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.serial)
+    }
+}
+
+/// Why we are closing a connection that the peer has not closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server is shutting down.
+    Drain,
+    /// The peer sent a frame over `--max-frame`.
+    FrameTooLong,
+    /// No traffic for `--idle-timeout`.
+    IdleTimeout,
+    /// The handler asked for it.
+    Handler,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloseReason::Drain => "drain",
+            CloseReason::FrameTooLong => "frame too long",
+            CloseReason::IdleTimeout => "idle timeout",
+            CloseReason::Handler => "handler",
+        })
+    }
+}
+
+/// Where a connection is in its life. Closed connections are not here: they
+/// are removed from the slab.
+///
+/// ```text
+/// Open ⇄ Backpressured          (our output above the high-water mark / drained below the low one)
+/// Open → HalfClosed             (peer sent EOF: flush the replies, then close)
+/// any  → Closing(reason)        (flush, send FIN, read and discard until the peer has it all)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Reading frames and sending replies.
+    Open,
+    /// Not reading: output it caused is waiting on a full socket. The kernel
+    /// keeps its input queued (and its window closes), so memory stays bounded.
+    Backpressured,
+    /// The peer shut down its write side. We flush what we owe and close.
+    HalfClosed,
+    /// We are closing: no input is taken (it is read and discarded), output
+    /// is flushed, then FIN; the socket is closed once the peer has every byte.
+    Closing {
+        /// Why.
+        reason: CloseReason,
+        /// `shutdown(Write)` done: FIN queued after the last byte.
+        fin_sent: bool,
+        /// The peer's EOF seen: nothing more can arrive.
+        peer_eof: bool,
+    },
+}
+
+impl State {
+    /// Whether new output may be queued (a closing connection takes none).
+    pub fn accepts_output(self) -> bool {
+        matches!(self, State::Open | State::Backpressured)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Open => f.write_str("open"),
+            State::Backpressured => f.write_str("backpressured"),
+            State::HalfClosed => f.write_str("half-closed"),
+            State::Closing { reason, fin_sent, .. } => {
+                write!(f, "closing ({reason}{})", if *fin_sent { ", FIN sent" } else { "" })
+            }
+        }
+    }
+}
+
+/// Bytes queued for the socket, and how many of them were already written.
+///
+/// Writing from an offset, instead of removing written bytes from the front,
+/// keeps a partial write free of `memmove`.
+#[derive(Debug, Default)]
+pub(crate) struct Output {
+    buf: Vec<u8>,
+    written: usize,
+}
+
+impl Output {
+    /// Bytes still to write.
+    pub fn len(&self) -> usize {
+        self.buf.len() - self.written
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Queues `bytes`. An empty queue borrows the loop's `spare` buffer
+    /// instead of allocating: in steady state no message allocates.
+    pub fn push(&mut self, bytes: &[u8], spare: &mut Vec<u8>) {
+        if self.buf.capacity() == 0 {
+            self.buf = std::mem::take(spare);
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Once everything is written, hands the buffer back to the loop's
+    /// `spare` (or frees it if the spare is taken or it grew large), so an
+    /// idle connection owns no output memory.
+    fn reclaim(&mut self, spare: &mut Vec<u8>) {
+        const KEEP_AT_MOST: usize = 64 * 1024;
+        self.written = 0;
+        let mut buf = std::mem::take(&mut self.buf);
+        if spare.capacity() == 0 && buf.capacity() <= KEEP_AT_MOST {
+            buf.clear();
+            *spare = buf;
+        }
+    }
+}
+
+pub(crate) struct Connection {
+    pub stream: TcpStream,
+    pub id: ConnId,
+    pub state: State,
+    pub input: FrameAssembler,
+    pub output: Output,
+    /// Last time bytes moved either way (the loop's clock, read once per turn).
+    pub last_active: Instant,
+    /// Connections paused because they wrote into our full output; they are
+    /// resumed when it drains below the low-water mark.
+    pub waiters: Vec<ConnId>,
+    /// Already on the loop's list of connections with output to flush.
+    pub dirty: bool,
+    /// The handler asked to close this connection once its output is sent.
+    pub close_requested: bool,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, id: ConnId, input: FrameAssembler, now: Instant) -> Self {
+        Connection {
+            stream,
+            id,
+            state: State::Open,
+            input,
+            output: Output::default(),
+            last_active: now,
+            waiters: Vec::new(),
+            dirty: false,
+            close_requested: false,
+        }
+    }
+
+    /// Writes pending output until it is all written or the socket is full
+    /// (`WouldBlock`: the rest goes out on a later writable event). Returns
+    /// the bytes written.
+    pub fn write_out(&mut self, spare: &mut Vec<u8>) -> io::Result<usize> {
+        let mut total = 0;
+        while !self.output.is_empty() {
+            let pending = &self.output.buf[self.output.written..];
+            match self.stream.write(pending) {
+                // A zero-length write of a non-empty buffer: the socket is unusable.
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.output.written += n;
+                    total += n;
+                }
+                Err(ref e) if would_block(e) => break,
+                Err(ref e) if interrupted(e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.output.is_empty() && self.output.buf.capacity() > 0 {
+            self.output.reclaim(spare);
+        }
+        Ok(total)
+    }
+
+    /// Reads and throws away input until the socket is empty. Returns `true`
+    /// once the peer's EOF has been read.
+    ///
+    /// A closing connection must keep reading: closing a socket with unread
+    /// input makes the kernel send RST, and a peer blocked writing to us
+    /// would never read our last bytes.
+    pub fn discard_input(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return Ok(true),
+                Ok(_) => continue,
+                Err(ref e) if would_block(e) => return Ok(false),
+                Err(ref e) if interrupted(e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The seam between the event loop and the application.
+//!
+//! The loop owns sockets, buffers, readiness and shutdown; it knows nothing
+//! about what the bytes mean. It cuts input into frames (see `framing.rs`)
+//! and hands each one to a [`Handler`], which answers by queueing bytes on
+//! any connection through the [`Context`]. Echo ([`crate::Echo`]) is one
+//! handler; `examples/chat.rs` is another that writes to other connections.
+
+use slab::Slab;
+
+use crate::connection::{ConnId, Connection};
+
+/// Application logic, called by the event loop. All calls happen on the
+/// loop's thread, one at a time: a handler needs no locks.
+///
+/// ```
+/// use reactor_echo::{ConnId, Context, Handler};
+///
+/// /// Replies to every frame with its length in bytes, as a line.
+/// struct Measure;
+///
+/// impl Handler for Measure {
+///     fn on_frame(&mut self, ctx: &mut Context<'_>, conn: ConnId, frame: &[u8]) {
+///         ctx.send(conn, format!("{}\n", frame.len()).as_bytes());
+///     }
+/// }
+/// ```
+pub trait Handler {
+    /// A connection was accepted.
+    fn on_open(&mut self, _ctx: &mut Context<'_>, _conn: ConnId) {}
+
+    /// A complete frame arrived on `conn` (header or delimiter included).
+    fn on_frame(&mut self, ctx: &mut Context<'_>, conn: ConnId, frame: &[u8]);
+
+    /// `conn` is closed and gone; sends to it are ignored from now on.
+    fn on_close(&mut self, _ctx: &mut Context<'_>, _conn: ConnId) {}
+}
+
+/// The loop's bookkeeping for output queued by handlers.
+#[derive(Default)]
+pub(crate) struct Outgoing {
+    /// Connections with newly queued output, flushed before the loop moves on.
+    pub dirty: Vec<ConnId>,
+    /// One reusable output buffer, lent to whichever connection needs one.
+    pub spare: Vec<u8>,
+}
+
+/// What a handler may do: queue bytes on connections, and close them.
+pub struct Context<'a> {
+    conns: &'a mut Slab<Connection>,
+    outgoing: &'a mut Outgoing,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(conns: &'a mut Slab<Connection>, outgoing: &'a mut Outgoing) -> Self {
+        Context { conns, outgoing }
+    }
+
+    fn get_mut(&mut self, conn: ConnId) -> Option<&mut Connection> {
+        self.conns.get_mut(conn.key()).filter(|c| c.id == conn)
+    }
+
+    /// Queues `bytes` to be written to `conn`. They go out before the loop
+    /// waits for events again. Returns `false` (and drops the bytes) if `conn`
+    /// is closed or closing.
+    ///
+    /// Queueing never blocks. If `conn`'s output backs up past the high-water
+    /// mark, the loop stops reading from the connection whose frame is being
+    /// handled until that output drains: backpressure flows from a slow
+    /// reader to whoever is writing to it.
+    pub fn send(&mut self, conn: ConnId, bytes: &[u8]) -> bool {
+        let Outgoing { dirty, spare } = &mut *self.outgoing;
+        let Some(c) = self.conns.get_mut(conn.key()).filter(|c| c.id == conn) else {
+            return false;
+        };
+        if !c.state.accepts_output() || c.close_requested {
+            return false;
+        }
+        c.output.push(bytes, spare);
+        if !c.dirty {
+            c.dirty = true;
+            dirty.push(conn);
+        }
+        true
+    }
+
+    /// Closes `conn` once the output already queued for it is written. No
+    /// further frames from it are delivered.
+    pub fn close(&mut self, conn: ConnId) {
+        let Some(c) = self.get_mut(conn) else { return };
+        c.close_requested = true;
+        if !c.dirty {
+            c.dirty = true;
+            self.outgoing.dirty.push(conn);
+        }
+    }
+
+    /// Whether `conn` is open and takes output.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.conns
+            .get(conn.key())
+            .is_some_and(|c| c.id == conn && c.state.accepts_output() && !c.close_requested)
+    }
+
+    pub(crate) fn close_requested(&self, conn: ConnId) -> bool {
+        self.conns.get(conn.key()).is_some_and(|c| c.id == conn && c.close_requested)
+    }
+}

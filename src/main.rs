@@ -1,0 +1,161 @@
+//! `reactor-echo`: the command line around the library's event loop.
+//!
+//! ```text
+//! reactor-echo --listen 127.0.0.1:8000      # then: nc 127.0.0.1 8000
+//! ```
+//!
+//! Exit status: 0 after a complete drain; 1 for a fatal start-up error (for
+//! example, the address is in use); 2 for a bad command line; 3 when the
+//! drain deadline or a second signal cut off connections with output undelivered.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser};
+use log::{LevelFilter, debug, error, info, warn};
+use reactor_echo::framing::Framing;
+use reactor_echo::{Config, Echo, Server};
+use simple_logger::SimpleLogger;
+
+/// Fatal error while starting (address in use, ...).
+const EXIT_START_FAILED: u8 = 1;
+/// The drain ended with connections cut off (deadline or second signal).
+const EXIT_DRAIN_INCOMPLETE: u8 = 3;
+
+/// A line-echo TCP server on a single-threaded, hand-rolled mio event loop.
+///
+/// Every complete frame (by default a '\n'-terminated line) is sent back
+/// byte for byte. SIGTERM, SIGINT, SIGQUIT or SIGHUP start a graceful
+/// drain; a second one exits at once; SIGUSR1 logs statistics.
+///
+/// Exit status: 0 complete drain, 1 start-up error, 2 bad command line,
+/// 3 drain cut short (deadline or second signal).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Cli {
+    /// Address to listen on: IP:PORT, [IPv6]:PORT or HOST:PORT (port 0 picks a free port)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000", value_parser = parse_listen)]
+    listen: ListenAddr,
+
+    /// How input is cut into frames: line ('\n'-terminated), fixed:N (N bytes each) or length (4-byte big-endian length, then the body)
+    #[arg(long, value_name = "MODE", default_value = "line")]
+    framing: Framing,
+
+    /// Longest frame accepted, in bytes (line: without its '\n'; length: without the header); a longer one closes its connection
+    #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = parse_at_least_one)]
+    max_frame: usize,
+
+    /// Connections served at once; more are accepted and closed at once
+    #[arg(long, value_name = "N", default_value_t = 10000, value_parser = parse_at_least_one)]
+    max_connections: usize,
+
+    /// Seconds a graceful shutdown may take before the remaining connections are cut off
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    drain_timeout: Duration,
+
+    /// Seconds without traffic either way before a connection is closed; 0 means never
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
+    idle_timeout: Duration,
+
+    /// Log level: off, error, warn, info, debug or trace [default: info, or as RUST_LOG says]
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<LevelFilter>,
+}
+
+/// `--listen` as typed, and what it resolves to.
+#[derive(Clone, Debug)]
+struct ListenAddr {
+    text: String,
+    addrs: Vec<SocketAddr>,
+}
+
+fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("`{s}` is not an address to listen on (IP:PORT, [IPv6]:PORT or HOST:PORT): {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("`{s}` resolves to no address"));
+    }
+    Ok(ListenAddr { text: s.to_string(), addrs })
+}
+
+fn parse_at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("`{s}` is not a number of seconds (0 or more)"))
+}
+
+/// Logging goes to stderr. The level comes from `--log-level`, else from
+/// `RUST_LOG` (`debug`, or per module: `info,reactor_echo=trace`), else info.
+fn init_logging(cli_level: Option<LevelFilter>) {
+    let mut logger = SimpleLogger::new().with_utc_timestamps().with_level(LevelFilter::Info);
+    let mut bad_directives = Vec::new();
+    match (cli_level, std::env::var("RUST_LOG")) {
+        (Some(level), _) => logger = logger.with_level(level),
+        (None, Ok(spec)) => {
+            for directive in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                match directive.split_once('=') {
+                    Some((target, level)) => match LevelFilter::from_str(level) {
+                        Ok(level) => logger = logger.with_module_level(target, level),
+                        Err(_) => bad_directives.push(directive.to_string()),
+                    },
+                    None => match LevelFilter::from_str(directive) {
+                        Ok(level) => logger = logger.with_level(level),
+                        // A bare module name means "everything from it".
+                        Err(_) => logger = logger.with_module_level(directive, LevelFilter::Trace),
+                    },
+                }
+            }
+        }
+        (None, Err(_)) => {}
+    }
+    // Only fails if a logger is already set, which cannot happen here.
+    let _ = logger.init();
+    for d in bad_directives {
+        warn!("RUST_LOG: ignoring `{d}`: not a level (off, error, warn, info, debug, trace)");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = Config {
+        framing: cli.framing,
+        max_frame: cli.max_frame,
+        max_connections: cli.max_connections,
+        drain_timeout: cli.drain_timeout,
+        idle_timeout: (!cli.idle_timeout.is_zero()).then_some(cli.idle_timeout),
+    };
+    if let Err(msg) = config.validate() {
+        Cli::command().error(clap::error::ErrorKind::ValueValidation, msg).exit();
+    }
+    init_logging(cli.log_level);
+
+    let server = match Server::bind(&cli.listen.addrs, config.clone(), Echo) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", cli.listen.text);
+            return ExitCode::from(EXIT_START_FAILED);
+        }
+    };
+    debug!("{config:?}");
+    info!("listening on {}", server.local_addr());
+    match server.run() {
+        Ok(report) if report.is_complete() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(EXIT_DRAIN_INCOMPLETE),
+        Err(e) => {
+            error!("event loop failed: {e}");
+            ExitCode::from(EXIT_START_FAILED)
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! The only `unsafe` in the crate: two Linux calls that std does not wrap.
+//!
+//! - `SIOCOUTQ`: how many bytes of a TCP socket's output the peer has not yet
+//!   acknowledged. After `shutdown(Write)`, 0 means the peer holds every byte
+//!   and our FIN, so closing cannot lose anything.
+//! - `RLIMIT_NOFILE`: how many file descriptors (so connections) we may hold.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+/// Bytes written to `socket` that the peer has not acknowledged yet (the FIN
+/// counts as one).
+pub fn unacked_bytes(socket: &impl AsRawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // libc names the request TIOCOUTQ; SIOCOUTQ is the same number.
+    // SAFETY: SIOCOUTQ reads the socket's send-queue length into the c_int we
+    // pass; `n` is a live, writable c_int for the duration of the call, and a
+    // bad fd only makes the call fail with EBADF.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as usize)
+}
+
+/// The soft and hard limits on open file descriptors.
+pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit struct into `lim`, which is live and
+    // writable for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+/// Sets the soft limit on open file descriptors (at most the hard limit).
+pub fn set_nofile_soft_limit(soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+    // SAFETY: setrlimit only reads the rlimit struct we pass by reference.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
