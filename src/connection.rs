@@ -35,7 +35,10 @@ impl ConnId {
     }
 
     pub(crate) fn from_token(token: Token) -> ConnId {
-        ConnId { key: token.0 as u32, serial: (token.0 >> 32) as u32 }
+        ConnId {
+            key: token.0 as u32,
+            serial: (token.0 >> 32) as u32,
+        }
     }
 
     pub(crate) fn key(self) -> usize {
@@ -115,8 +118,14 @@ impl fmt::Display for State {
             State::Open => f.write_str("open"),
             State::Backpressured => f.write_str("backpressured"),
             State::HalfClosed => f.write_str("half-closed"),
-            State::Closing { reason, fin_sent, .. } => {
-                write!(f, "closing ({reason}{})", if *fin_sent { ", FIN sent" } else { "" })
+            State::Closing {
+                reason, fin_sent, ..
+            } => {
+                write!(
+                    f,
+                    "closing ({reason}{})",
+                    if *fin_sent { ", FIN sent" } else { "" }
+                )
             }
         }
     }

@@ -85,6 +85,25 @@ enum Ending {
     Failed(io::Error),
 }
 
+/// The parts of a readiness event the loop acts on.
+#[derive(Clone, Copy, Debug, Default)]
+struct Readiness {
+    readable: bool,
+    /// The peer's FIN has arrived (EPOLLRDHUP), or the socket hung up.
+    read_closed: bool,
+    error: bool,
+}
+
+impl Readiness {
+    fn of(event: &Event) -> Self {
+        Readiness {
+            readable: event.is_readable(),
+            read_closed: event.is_read_closed(),
+            error: event.is_error(),
+        }
+    }
+}
+
 /// Graceful shutdown in progress.
 #[derive(Clone, Copy, Debug)]
 struct Drain {
@@ -148,7 +167,9 @@ impl<H: Handler> Server<H> {
     /// drain; a second one exits at once) and SIGUSR1 (log statistics), and
     /// raises the open-file limit to fit `config.max_connections`.
     pub fn bind(addrs: &[SocketAddr], config: Config, handler: H) -> io::Result<Self> {
-        config.validate().map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
+        config
+            .validate()
+            .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
         let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on");
         for addr in addrs {
             match TcpListener::bind(*addr) {
@@ -162,11 +183,13 @@ impl<H: Handler> Server<H> {
     fn with_listener(mut listener: TcpListener, config: Config, handler: H) -> io::Result<Self> {
         fit_fd_limit(config.max_connections);
         let poll = Poll::new()?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         // signal-hook's handler writes to a pipe; the pipe's read end is a
         // source like any socket, so signals arrive as ordinary events.
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])?;
-        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Server {
             poll,
             local_addr: listener.local_addr()?,
@@ -214,7 +237,10 @@ impl<H: Handler> Server<H> {
             let narrate = log_enabled!(Level::Trace);
             if narrate {
                 let n = events.iter().count();
-                trace!("turn {}: {n} events (timeout {timeout:?})", self.stats.loop_turns);
+                trace!(
+                    "turn {}: {n} events (timeout {timeout:?})",
+                    self.stats.loop_turns
+                );
             }
             for event in events.iter() {
                 self.stats.events += 1;
@@ -222,7 +248,7 @@ impl<H: Handler> Server<H> {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     SIGNALS => self.handle_signals(),
-                    token => self.connection_event(ConnId::from_token(token), event),
+                    token => self.connection_event(ConnId::from_token(token), Readiness::of(event)),
                 }
                 self.flush_dirty(None);
                 if let Some(before) = before {
@@ -243,10 +269,14 @@ impl<H: Handler> Server<H> {
         if !self.resume.is_empty() {
             return Some(Duration::ZERO);
         }
-        let next = [self.timers.next_deadline(), self.accept_paused_until, self.drain.map(|d| d.deadline)]
-            .into_iter()
-            .flatten()
-            .min()?;
+        let next = [
+            self.timers.next_deadline(),
+            self.accept_paused_until,
+            self.drain.map(|d| d.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
         Some(next.saturating_duration_since(Instant::now()))
     }
 
@@ -298,7 +328,10 @@ impl<H: Handler> Server<H> {
         }
         self.next_serial = self.next_serial.wrapping_add(1);
         let entry = self.conns.vacant_entry();
-        let id = ConnId { key: entry.key() as u32, serial: self.next_serial };
+        let id = ConnId {
+            key: entry.key() as u32,
+            serial: self.next_serial,
+        };
         if let Err(e) = self.poll.registry().register(
             &mut stream,
             id.token(),
@@ -314,7 +347,8 @@ impl<H: Handler> Server<H> {
         if let Some(idle) = self.config.idle_timeout {
             self.timers.push(self.now + idle, Timer::Idle(id));
         }
-        self.handler.on_open(&mut Context::new(&mut self.conns, &mut self.outgoing), id);
+        self.handler
+            .on_open(&mut Context::new(&mut self.conns, &mut self.outgoing), id);
     }
 
     /// Deals with a failed `accept`; returns whether to keep accepting.
@@ -393,7 +427,9 @@ impl<H: Handler> Server<H> {
         for signal in self.signals.pending() {
             match signal {
                 SIGUSR1 => report_stats = true,
-                other => stop = Some(signal_hook::low_level::signal_name(other).unwrap_or("signal")),
+                other => {
+                    stop = Some(signal_hook::low_level::signal_name(other).unwrap_or("signal"))
+                }
             }
         }
         if report_stats {
@@ -416,7 +452,10 @@ impl<H: Handler> Server<H> {
         // still waiting in its backlog are reset, never served.
         self.listener = None;
         self.accept_paused_until = None;
-        self.drain = Some(Drain { deadline: self.now + self.config.drain_timeout, forced: false });
+        self.drain = Some(Drain {
+            deadline: self.now + self.config.drain_timeout,
+            forced: false,
+        });
         info!(
             "{signal}: draining {} connections (deadline {:?}); send it again to exit at once",
             self.conns.len(),
@@ -445,7 +484,11 @@ impl<H: Handler> Server<H> {
         let r = self.report;
         info!(
             "drain {}: {} connections closed cleanly, {} cut off, {} failed",
-            if r.is_complete() { "complete" } else { "incomplete" },
+            if r.is_complete() {
+                "complete"
+            } else {
+                "incomplete"
+            },
             r.closed_cleanly,
             r.cut_off,
             r.failed
@@ -455,7 +498,7 @@ impl<H: Handler> Server<H> {
 
     // ----------------------------------------------------------- connections
 
-    fn connection_event(&mut self, id: ConnId, event: &Event) {
+    fn connection_event(&mut self, id: ConnId, ready: Readiness) {
         // As Redis's ae.c does, "check if the event is still valid": a slab key
         // freed earlier in this batch (maybe already given to a new
         // connection) can still have an event waiting in `events`. The serial
@@ -464,15 +507,15 @@ impl<H: Handler> Server<H> {
             trace!("{id}: stale event ignored");
             return;
         };
-        if event.is_error() {
+        if ready.error {
             // mio calls readiness flags hints; take_error says for sure.
             match conn.stream.take_error() {
                 Ok(None) => {}
                 Ok(Some(e)) | Err(e) => return self.destroy(id, Ending::Failed(e)),
             }
         }
-        if event.is_readable() || event.is_read_closed() {
-            self.read_input(id, event.is_read_closed());
+        if ready.readable || ready.read_closed {
+            self.read_input(id, ready.read_closed);
         }
         // Writable (a full send buffer drained, or our FIN was acknowledged)
         // or not: write what is pending and move a close along.
@@ -494,7 +537,9 @@ impl<H: Handler> Server<H> {
     /// may have queued up with its edge long gone.
     fn read_input(&mut self, id: ConnId, until_would_block: bool) {
         for _ in 0..READS_PER_TURN {
-            let Some(conn) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else { return };
+            let Some(conn) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
+                return;
+            };
             // Backpressured: resumed later. Closing: `settle` reads and
             // discards. Half-closed: nothing more can come.
             if conn.state != State::Open {
@@ -523,8 +568,18 @@ impl<H: Handler> Server<H> {
 
     /// Hands the frames completed by the `n` bytes just read to the handler.
     fn deliver(&mut self, id: ConnId, n: usize) {
-        let Self { conns, handler, outgoing, read_buf, stats, config, .. } = self;
-        let Some(conn) = conns.get_mut(id.key()) else { return };
+        let Self {
+            conns,
+            handler,
+            outgoing,
+            read_buf,
+            stats,
+            config,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(id.key()) else {
+            return;
+        };
         // Take the assembler out so the handler may borrow every connection,
         // this one included. An empty assembler allocates nothing.
         let empty = FrameAssembler::new(config.framing, config.max_frame);
@@ -533,7 +588,11 @@ impl<H: Handler> Server<H> {
         let result = input.push(&read_buf[..n], |frame| {
             stats.frames += 1;
             handler.on_frame(&mut ctx, id, frame);
-            if ctx.close_requested(id) { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            if ctx.close_requested(id) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         });
         if let Some(conn) = self.conn_mut(id) {
             conn.input = input;
@@ -551,9 +610,14 @@ impl<H: Handler> Server<H> {
     /// The peer sent EOF. 拆包 at the end of the stream: a partial frame can
     /// never complete, so it is dropped, never echoed.
     fn peer_closed(&mut self, id: ConnId) {
-        let Some(conn) = self.conn_mut(id) else { return };
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
         if conn.input.buffered() > 0 {
-            debug!("{id} EOF after {} bytes of an unfinished frame: dropped", conn.input.buffered());
+            debug!(
+                "{id} EOF after {} bytes of an unfinished frame: dropped",
+                conn.input.buffered()
+            );
         }
         conn.input.discard();
         conn.state = State::HalfClosed;
@@ -565,7 +629,9 @@ impl<H: Handler> Server<H> {
     /// anywhere past the high-water mark, stop reading from the sender.
     fn flush_dirty(&mut self, sender: Option<ConnId>) {
         while let Some(id) = self.outgoing.dirty.pop() {
-            let Some(conn) = self.conn_mut(id) else { continue };
+            let Some(conn) = self.conn_mut(id) else {
+                continue;
+            };
             conn.dirty = false;
             if conn.close_requested {
                 self.begin_close(id, CloseReason::Handler);
@@ -580,7 +646,9 @@ impl<H: Handler> Server<H> {
     /// Backpressure: if `full`'s output is past the high-water mark, pause
     /// `sender` until it drains (echo: `full` and `sender` are the same).
     fn pause_if_backed_up(&mut self, full: ConnId, sender: ConnId) {
-        let Some(conn) = self.conn_mut(full) else { return };
+        let Some(conn) = self.conn_mut(full) else {
+            return;
+        };
         if conn.output.len() <= HIGH_WATER {
             return;
         }
@@ -623,8 +691,16 @@ impl<H: Handler> Server<H> {
     /// Writes `id`'s pending output and moves its close along; the one place
     /// where a connection that is done is removed.
     fn settle(&mut self, id: ConnId) {
-        let Self { conns, outgoing, stats, now, .. } = self;
-        let Some(conn) = conns.get_mut(id.key()).filter(|c| c.id == id) else { return };
+        let Self {
+            conns,
+            outgoing,
+            stats,
+            now,
+            ..
+        } = self;
+        let Some(conn) = conns.get_mut(id.key()).filter(|c| c.id == id) else {
+            return;
+        };
         match conn.write_out(&mut outgoing.spare) {
             Ok(0) => {}
             Ok(n) => {
@@ -655,14 +731,22 @@ impl<H: Handler> Server<H> {
     /// the FIN (`SIOCOUTQ` is 0: it holds all we sent, so even a late RST
     /// cannot take anything from it). nginx calls this a lingering close.
     fn close_progress(&mut self, id: ConnId) -> io::Result<bool> {
-        let Self { conns, read_buf, .. } = self;
-        let Some(conn) = conns.get_mut(id.key()) else { return Ok(false) };
+        let Self {
+            conns, read_buf, ..
+        } = self;
+        let Some(conn) = conns.get_mut(id.key()) else {
+            return Ok(false);
+        };
         match conn.state {
             State::Open | State::Backpressured => Ok(false),
             // The peer sent FIN and can send nothing more: once our output
             // is in the kernel, close() delivers it and then a FIN.
             State::HalfClosed => Ok(conn.output.is_empty()),
-            State::Closing { reason, mut fin_sent, mut peer_eof } => {
+            State::Closing {
+                reason,
+                mut fin_sent,
+                mut peer_eof,
+            } => {
                 if !peer_eof {
                     peer_eof = conn.discard_input(read_buf)?;
                 }
@@ -670,8 +754,13 @@ impl<H: Handler> Server<H> {
                     conn.stream.shutdown(Shutdown::Write)?;
                     fin_sent = true;
                 }
-                conn.state = State::Closing { reason, fin_sent, peer_eof };
-                Ok(fin_sent && (peer_eof || sys::unacked_bytes(&conn.stream).map_or(true, |n| n == 0)))
+                conn.state = State::Closing {
+                    reason,
+                    fin_sent,
+                    peer_eof,
+                };
+                Ok(fin_sent
+                    && (peer_eof || sys::unacked_bytes(&conn.stream).map_or(true, |n| n == 0)))
             }
         }
     }
@@ -680,18 +769,25 @@ impl<H: Handler> Server<H> {
     /// output already queued is still delivered.
     fn begin_close(&mut self, id: ConnId, reason: CloseReason) {
         let now = self.now;
-        let Some(conn) = self.conn_mut(id) else { return };
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
         let peer_eof = match conn.state {
             State::Open | State::Backpressured => false,
             State::HalfClosed => true,
             State::Closing { .. } => return,
         };
         conn.input.discard();
-        conn.state = State::Closing { reason, fin_sent: false, peer_eof };
+        conn.state = State::Closing {
+            reason,
+            fin_sent: false,
+            peer_eof,
+        };
         debug!("{id} closing: {reason}");
         // A drain has its own deadline, for all connections at once.
         if reason != CloseReason::Drain {
-            self.timers.push(now + CLOSE_TIMEOUT, Timer::CloseDeadline(id));
+            self.timers
+                .push(now + CLOSE_TIMEOUT, Timer::CloseDeadline(id));
         }
     }
 
@@ -705,7 +801,11 @@ impl<H: Handler> Server<H> {
         self.stats.closed += 1;
         match &how {
             Ending::Clean => debug!("{id} closed"),
-            Ending::CutOff => debug!("{id} cut off ({}, {} bytes unsent)", conn.state, conn.output.len()),
+            Ending::CutOff => debug!(
+                "{id} cut off ({}, {} bytes unsent)",
+                conn.state,
+                conn.output.len()
+            ),
             Ending::Failed(e) => debug!("{id} failed: {e}"),
         }
         if self.drain.is_some() {
@@ -715,10 +815,13 @@ impl<H: Handler> Server<H> {
                 Ending::Failed(_) => self.report.failed += 1,
             }
         }
-        let Connection { stream, waiters, .. } = conn;
+        let Connection {
+            stream, waiters, ..
+        } = conn;
         drop(stream);
         self.wake_waiters(waiters);
-        self.handler.on_close(&mut Context::new(&mut self.conns, &mut self.outgoing), id);
+        self.handler
+            .on_close(&mut Context::new(&mut self.conns, &mut self.outgoing), id);
     }
 
     // ---------------------------------------------------------------- timers
@@ -741,14 +844,20 @@ impl<H: Handler> Server<H> {
             self.flush_dirty(None);
         }
         let conns = &self.conns;
-        self.timers.compact(conns.len(), |id| conns.get(id.key()).is_some_and(|c| c.id == id));
+        self.timers.compact(conns.len(), |id| {
+            conns.get(id.key()).is_some_and(|c| c.id == id)
+        });
     }
 
     /// An idle deadline came up: close the connection if it really was idle
     /// all that time, or set the timer again for its real deadline.
     fn idle_check(&mut self, id: ConnId) {
-        let (Some(idle), now) = (self.config.idle_timeout, self.now) else { return };
-        let Some(conn) = self.conn_mut(id) else { return };
+        let (Some(idle), now) = (self.config.idle_timeout, self.now) else {
+            return;
+        };
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
         if matches!(conn.state, State::Closing { .. }) {
             return;
         }
@@ -769,7 +878,11 @@ impl<H: Handler> Server<H> {
             totals: self.stats,
             open: self.conns.len(),
             // O(connections), only when asked for: fine.
-            backpressured: self.conns.iter().filter(|(_, c)| c.state == State::Backpressured).count(),
+            backpressured: self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.state == State::Backpressured)
+                .count(),
         }
     }
 
@@ -791,10 +904,16 @@ impl<H: Handler> Server<H> {
             }
         }
         let s = &self.stats;
-        let (read, wrote, frames) =
-            (s.bytes_in - before.bytes_in, s.bytes_out - before.bytes_out, s.frames - before.frames);
+        let (read, wrote, frames) = (
+            s.bytes_in - before.bytes_in,
+            s.bytes_out - before.bytes_out,
+            s.frames - before.frames,
+        );
         match event.token() {
-            LISTENER => trace!("  listener {ready}: accepted {}", s.accepted - before.accepted),
+            LISTENER => trace!(
+                "  listener {ready}: accepted {}",
+                s.accepted - before.accepted
+            ),
             SIGNALS => trace!("  signals {ready}"),
             token => {
                 let id = ConnId::from_token(token);
@@ -808,5 +927,85 @@ impl<H: Handler> Server<H> {
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Echo;
+    use std::io::Write;
+
+    fn server() -> Server<Echo> {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        Server::bind(&[addr], Config::default(), Echo).unwrap()
+    }
+
+    /// Accepts the next client to arrive in the backlog; returns its id.
+    fn accept_one(server: &mut Server<Echo>) -> ConnId {
+        let before = server.stats.accepted;
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while server.stats.accepted == before {
+            assert!(Instant::now() < give_up, "no client arrived");
+            server.accept_all();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        server
+            .conns
+            .iter()
+            .map(|(_, c)| c.id)
+            .max_by_key(|id| id.serial)
+            .unwrap()
+    }
+
+    #[test]
+    fn reserved_tokens_never_name_a_slab_slot() {
+        for token in [LISTENER, SIGNALS] {
+            assert!(ConnId::from_token(token).key() >= Config::MAX_CONNECTIONS_LIMIT);
+        }
+        let id = ConnId {
+            key: 7,
+            serial: u32::MAX,
+        };
+        assert_eq!(ConnId::from_token(id.token()), id);
+    }
+
+    #[test]
+    fn stale_event_for_a_reused_slot_is_ignored() {
+        let mut server = server();
+        let addr = server.local_addr();
+        let first = std::net::TcpStream::connect(addr).unwrap();
+        let old = accept_one(&mut server);
+        drop(first);
+        server.destroy(old, Ending::Clean);
+
+        let mut second = std::net::TcpStream::connect(addr).unwrap();
+        let new = accept_one(&mut server);
+        assert_eq!(new.key, old.key, "the slab reuses the freed slot");
+        assert_ne!(new.serial, old.serial);
+        second.write_all(b"hello\n").unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+
+        // An event still carrying the old connection's token (left over in
+        // the same batch) must not touch the connection now in its slot.
+        let everything = Readiness {
+            readable: true,
+            read_closed: true,
+            error: true,
+        };
+        server.connection_event(old, everything);
+        assert_eq!(server.stats.bytes_in, 0);
+        assert_eq!(server.conns[new.key()].state, State::Open);
+
+        // The new connection's own event is served.
+        server.connection_event(
+            new,
+            Readiness {
+                readable: true,
+                ..Readiness::default()
+            },
+        );
+        assert_eq!(server.stats.bytes_in, 6);
+        assert_eq!(server.stats.bytes_out, 6);
     }
 }

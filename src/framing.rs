@@ -51,7 +51,9 @@ impl FromStr for Framing {
             _ => match s.strip_prefix("fixed:") {
                 Some(n) => match n.parse::<usize>() {
                     Ok(n) if n > 0 => Ok(Framing::Fixed(n)),
-                    _ => Err(format!("in `{s}`, N must be a whole number of bytes, at least 1")),
+                    _ => Err(format!(
+                        "in `{s}`, N must be a whole number of bytes, at least 1"
+                    )),
                 },
                 None => Err(format!("`{s}` is not one of: line, fixed:N, length")),
             },
@@ -82,7 +84,11 @@ pub struct FrameTooLong {
 
 impl fmt::Display for FrameTooLong {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "frame of {}+ bytes is over the limit of {} bytes", self.len, self.max)
+        write!(
+            f,
+            "frame of {}+ bytes is over the limit of {} bytes",
+            self.len, self.max
+        )
     }
 }
 
@@ -105,7 +111,11 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder for `framing` that rejects frames over `max_frame` bytes.
     pub fn new(framing: Framing, max_frame: usize) -> Self {
-        Decoder { framing, max_frame, scanned: 0 }
+        Decoder {
+            framing,
+            max_frame,
+            scanned: 0,
+        }
     }
 
     /// The framing this decoder cuts by.
@@ -137,7 +147,10 @@ impl Decoder {
                     None => {
                         self.scanned = buf.len();
                         if buf.len() > max {
-                            return Err(FrameTooLong { len: buf.len(), max });
+                            return Err(FrameTooLong {
+                                len: buf.len(),
+                                max,
+                            });
                         }
                         Ok(None)
                     }
@@ -181,7 +194,10 @@ pub struct FrameAssembler {
 impl FrameAssembler {
     /// An assembler with nothing buffered.
     pub fn new(framing: Framing, max_frame: usize) -> Self {
-        FrameAssembler { decoder: Decoder::new(framing, max_frame), partial: Vec::new() }
+        FrameAssembler {
+            decoder: Decoder::new(framing, max_frame),
+            partial: Vec::new(),
+        }
     }
 
     /// Bytes of an unfinished frame held from earlier chunks.
@@ -350,15 +366,21 @@ mod tests {
 
     #[test]
     fn length_frames_include_the_header_and_may_be_empty() {
-        let (frames, _) =
-            assemble(Framing::LengthPrefixed, 10, &[b"\0\0", b"\0\x02h", b"i\0\0\0\0"]);
+        let (frames, _) = assemble(
+            Framing::LengthPrefixed,
+            10,
+            &[b"\0\0", b"\0\x02h", b"i\0\0\0\0"],
+        );
         assert_eq!(frames, vec![b"\0\0\0\x02hi".to_vec(), b"\0\0\0\0".to_vec()]);
     }
 
     #[test]
     fn length_over_the_limit_fails_on_the_header_alone() {
-        let (frames, r) =
-            assemble(Framing::LengthPrefixed, 10, &[b"\0\0\0\x01a", b"\0\0\0\x0b"]);
+        let (frames, r) = assemble(
+            Framing::LengthPrefixed,
+            10,
+            &[b"\0\0\0\x01a", b"\0\0\0\x0b"],
+        );
         assert_eq!(frames, vec![b"\0\0\0\x01a".to_vec()]);
         assert_eq!(r, Err(FrameTooLong { len: 11, max: 10 }));
         let (_, r) = assemble(Framing::LengthPrefixed, 10, &[b"\xff\xff\xff\xff"]);
@@ -392,8 +414,13 @@ mod tests {
         assert_eq!("line".parse(), Ok(Framing::Line));
         assert_eq!("fixed:16".parse(), Ok(Framing::Fixed(16)));
         assert_eq!("length".parse(), Ok(Framing::LengthPrefixed));
-        for bad in ["", "fixed", "fixed:", "fixed:0", "fixed:-1", "fixed:x", "lines"] {
-            assert!(bad.parse::<Framing>().is_err(), "{bad:?} should be rejected");
+        for bad in [
+            "", "fixed", "fixed:", "fixed:0", "fixed:-1", "fixed:x", "lines",
+        ] {
+            assert!(
+                bad.parse::<Framing>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
         for f in [Framing::Line, Framing::Fixed(7), Framing::LengthPrefixed] {
             assert_eq!(f.to_string().parse(), Ok(f));

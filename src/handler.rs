@@ -103,6 +103,8 @@ impl<'a> Context<'a> {
     }
 
     pub(crate) fn close_requested(&self, conn: ConnId) -> bool {
-        self.conns.get(conn.key()).is_some_and(|c| c.id == conn && c.close_requested)
+        self.conns
+            .get(conn.key())
+            .is_some_and(|c| c.id == conn && c.close_requested)
     }
 }

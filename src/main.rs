@@ -74,12 +74,17 @@ struct ListenAddr {
 fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     let addrs: Vec<SocketAddr> = s
         .to_socket_addrs()
-        .map_err(|e| format!("`{s}` is not an address to listen on (IP:PORT, [IPv6]:PORT or HOST:PORT): {e}"))?
+        .map_err(|e| {
+            format!("`{s}` is not an address to listen on (IP:PORT, [IPv6]:PORT or HOST:PORT): {e}")
+        })?
         .collect();
     if addrs.is_empty() {
         return Err(format!("`{s}` resolves to no address"));
     }
-    Ok(ListenAddr { text: s.to_string(), addrs })
+    Ok(ListenAddr {
+        text: s.to_string(),
+        addrs,
+    })
 }
 
 fn parse_at_least_one(s: &str) -> Result<usize, String> {
@@ -99,7 +104,9 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 /// Logging goes to stderr. The level comes from `--log-level`, else from
 /// `RUST_LOG` (`debug`, or per module: `info,reactor_echo=trace`), else info.
 fn init_logging(cli_level: Option<LevelFilter>) {
-    let mut logger = SimpleLogger::new().with_utc_timestamps().with_level(LevelFilter::Info);
+    let mut logger = SimpleLogger::new()
+        .with_utc_timestamps()
+        .with_level(LevelFilter::Info);
     let mut bad_directives = Vec::new();
     match (cli_level, std::env::var("RUST_LOG")) {
         (Some(level), _) => logger = logger.with_level(level),
@@ -137,7 +144,9 @@ fn main() -> ExitCode {
         idle_timeout: (!cli.idle_timeout.is_zero()).then_some(cli.idle_timeout),
     };
     if let Err(msg) = config.validate() {
-        Cli::command().error(clap::error::ErrorKind::ValueValidation, msg).exit();
+        Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, msg)
+            .exit();
     }
     init_logging(cli.log_level);
 

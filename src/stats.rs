@@ -36,7 +36,11 @@ pub struct Snapshot {
 impl fmt::Display for Snapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = &self.totals;
-        let per_poll = if s.loop_turns == 0 { 0.0 } else { s.events as f64 / s.loop_turns as f64 };
+        let per_poll = if s.loop_turns == 0 {
+            0.0
+        } else {
+            s.events as f64 / s.loop_turns as f64
+        };
         write!(
             f,
             "open={} accepted={} rejected={} closed={} bytes_in={} bytes_out={} frames={} \

@@ -26,7 +26,10 @@ pub fn unacked_bytes(socket: &impl AsRawFd) -> io::Result<usize> {
 
 /// The soft and hard limits on open file descriptors.
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes one rlimit struct into `lim`, which is live and
     // writable for the duration of the call.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == -1 {
@@ -37,7 +40,10 @@ pub fn nofile_limit() -> io::Result<(u64, u64)> {
 
 /// Sets the soft limit on open file descriptors (at most the hard limit).
 pub fn set_nofile_soft_limit(soft: u64, hard: u64) -> io::Result<()> {
-    let lim = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
+    let lim = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
     // SAFETY: setrlimit only reads the rlimit struct we pass by reference.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == -1 {
         return Err(io::Error::last_os_error());

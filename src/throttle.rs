@@ -14,7 +14,11 @@ pub(crate) struct Throttle {
 
 impl Throttle {
     pub const fn new(every: Duration) -> Self {
-        Throttle { every, last: None, held_back: 0 }
+        Throttle {
+            every,
+            last: None,
+            held_back: 0,
+        }
     }
 
     /// Returns `Some(n)` when a line should be logged now, with `n` the number

@@ -1,0 +1,289 @@
+//! Shared test harness: start the real binary, find its port, talk to it
+//! over loopback, signal it, and watch its log, exit status and memory.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use rustix::process::Signal;
+
+/// Generous: the test machine has two cores and is noisy.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_reactor-echo");
+
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `reactor-echo` on a free loopback port with extra `args`.
+    pub fn start(args: &[&str]) -> Server {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        Server::spawn(cmd)
+    }
+
+    /// Starts `cmd` (which must run the server) and waits for its
+    /// "listening on ADDR" line.
+    pub fn spawn(mut cmd: Command) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start reactor-echo");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(at) = line.find("listening on ") {
+                        let addr = line[at + "listening on ".len()..].trim().to_string();
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(PATIENCE) {
+            Ok(addr) => addr.parse().expect("listening address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "server did not report its address; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Server { child, addr, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+
+    pub fn signal(&self, sig: Signal) {
+        let pid = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
+        rustix::process::kill_process(pid, sig).expect("kill");
+    }
+
+    /// Waits for the server to exit; `None` if it is still running after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the log reader catch the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends SIGTERM and expects an exit with `code` within PATIENCE.
+    pub fn stop_expecting(&mut self, code: i32) {
+        self.signal(Signal::TERM);
+        let status = self
+            .wait_exit(PATIENCE)
+            .expect("server exits after SIGTERM");
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "exit status; log:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
+    /// A field of /proc/PID/status, in its own unit (kB for memory).
+    pub fn proc_status(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(field)
+                    .and_then(|v| v.trim_start_matches(':').split_whitespace().next())
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        self.proc_status("VmRSS")
+    }
+
+    /// Open file descriptors of the server process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// CPU time (user + system) the server has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.set_write_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read echo");
+    buf
+}
+
+/// How a read after the expected bytes ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// A clean FIN.
+    Eof,
+    /// RST.
+    Reset,
+    /// More bytes came.
+    Data(Vec<u8>),
+    /// Nothing within the timeout.
+    Silence,
+    Other(io::ErrorKind),
+}
+
+pub fn read_end(s: &mut TcpStream) -> End {
+    let mut buf = [0u8; 4096];
+    match s.read(&mut buf) {
+        Ok(0) => End::Eof,
+        Ok(n) => End::Data(buf[..n].to_vec()),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => End::Reset,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            End::Silence
+        }
+        Err(e) => End::Other(e.kind()),
+    }
+}
+
+/// Reads everything up to EOF; panics on reset.
+pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read to EOF without reset");
+    out
+}
+
+/// Asserts nothing arrives within `wait`.
+pub fn assert_silent(s: &mut TcpStream, wait: Duration) {
+    s.set_read_timeout(Some(wait)).unwrap();
+    assert_eq!(read_end(s), End::Silence);
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+}
+
+/// Sends `bytes` and expects exactly `want` back.
+pub fn roundtrip(s: &mut TcpStream, bytes: &[u8], want: &[u8]) {
+    s.write_all(bytes).unwrap();
+    assert_eq!(read_n(s, want.len()), want);
+}
+
+pub fn half_close(s: &TcpStream) {
+    s.shutdown(Shutdown::Write).unwrap();
+}
+
+/// Closes `s` with RST instead of FIN (SO_LINGER with a zero timeout).
+pub fn reset(s: TcpStream) {
+    rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO)).unwrap();
+    drop(s);
+}
+
+/// Whether connecting is refused (nothing listens).
+pub fn connect_refused(addr: SocketAddr) -> bool {
+    matches!(TcpStream::connect_timeout(&addr, Duration::from_secs(5)),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused)
+}
+
+/// A deterministic line of `len` bytes (newline included) unique to (`conn`, `k`).
+pub fn test_line(conn: usize, k: usize, len: usize) -> Vec<u8> {
+    let mut line = format!("{conn}:{k}:").into_bytes();
+    let mut i = 0;
+    while line.len() + 1 < len {
+        line.push(b'a' + ((conn * 7 + k * 13 + i) % 26) as u8);
+        i += 1;
+    }
+    line.push(b'\n');
+    line
+}
+
+/// Bytes that are awkward for text-minded code: every value but '\n'.
+pub fn every_byte_but_newline() -> Vec<u8> {
+    (0u8..=255).filter(|&b| b != b'\n').collect()
+}
+
+/// Writes `data` from a thread (so the test can read meanwhile); the
+/// handle returns the number of bytes written before an error, if any.
+pub fn write_in_background(
+    mut s: TcpStream,
+    data: Vec<u8>,
+) -> std::thread::JoinHandle<(TcpStream, io::Result<()>)> {
+    std::thread::spawn(move || {
+        let r = s.write_all(&data);
+        (s, r)
+    })
+}

@@ -1,0 +1,304 @@
+//! Graceful drain on SIGTERM/SIGINT/SIGQUIT/SIGHUP: listener closed at once,
+//! every echo owed delivered, a clean FIN (never RST), prompt exit, one
+//! deadline, a second signal to force, and the exit statuses.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Opens a connection whose client writes lines without reading until the
+/// server stops taking them: the server ends up holding output it cannot send.
+fn stuck_client(
+    server: &Server,
+) -> (
+    TcpStream,
+    std::thread::JoinHandle<(TcpStream, std::io::Result<()>)>,
+) {
+    let c = server.connect();
+    let junk: Vec<u8> = (0..200_000).flat_map(|k| test_line(9, k, 100)).collect();
+    let writer = write_in_background(c.try_clone().unwrap(), junk);
+    // Give it time to fill every buffer on the way.
+    std::thread::sleep(Duration::from_millis(500));
+    (c, writer)
+}
+
+#[test]
+fn each_stop_signal_starts_a_drain_that_exits_zero() {
+    for sig in [Signal::TERM, Signal::INT, Signal::QUIT, Signal::HUP] {
+        let mut server = Server::start(&[]);
+        let mut c = server.connect();
+        roundtrip(&mut c, b"x\n", b"x\n");
+        server.signal(sig);
+        assert_eq!(read_end(&mut c), End::Eof, "{sig:?}");
+        let status = server.wait_exit(PATIENCE).expect("exits");
+        assert_eq!(status.code(), Some(0), "{sig:?}; log:\n{}", server.log());
+        assert!(server.log().contains("draining"), "{sig:?}");
+        assert!(
+            server
+                .log()
+                .contains("drain complete: 1 connections closed cleanly, 0 cut off")
+        );
+    }
+}
+
+#[test]
+fn drain_delivers_complete_lines_drops_partial_and_refuses_new_connects() {
+    let mut server = Server::start(&[]);
+    let addr = server.addr;
+    let mut c = server.connect();
+    let mut lines = Vec::new();
+    for k in 0..500 {
+        lines.extend(test_line(3, k, 64));
+    }
+    c.write_all(&lines).unwrap();
+    c.write_all(b"partial line, never echoed").unwrap();
+    // Let the server read all of it before the signal.
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::TERM);
+    assert!(server.wait_for_log("draining", PATIENCE));
+    assert!(connect_refused(addr), "listener must close at once");
+    assert_eq!(read_to_eof(&mut c), lines);
+    assert_eq!(
+        server.wait_exit(PATIENCE).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn client_that_keeps_sending_during_drain_gets_echoes_then_fin_not_rst() {
+    let mut server = Server::start(&[]);
+    let mut c = server.connect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut k = 0;
+            // Keep sending until the server has closed on us.
+            while !stop.load(Ordering::Relaxed) {
+                if w.write_all(&test_line(5, k, 50)).is_err() {
+                    break;
+                }
+                k += 1;
+                if k % 64 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(Signal::TERM);
+
+    let mut got = Vec::new();
+    let end = loop {
+        match read_end(&mut c) {
+            End::Data(d) => got.extend(d),
+            other => break other,
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(end, End::Eof, "a clean FIN, not a reset");
+    // What came back is exactly the first lines sent, each whole.
+    assert!(got.ends_with(b"\n"));
+    let want: Vec<u8> = (0..)
+        .map(|k| test_line(5, k, 50))
+        .take(got.len() / 50)
+        .flatten()
+        .collect();
+    assert_eq!(got, want);
+    assert!(!got.is_empty());
+    assert_eq!(
+        server.wait_exit(PATIENCE).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn client_that_keeps_sending_and_reads_late_loses_nothing() {
+    // When the drain starts the server owes this client megabytes it has not
+    // read yet, and the client never stops sending. The server must discard
+    // its input and wait until every byte is acknowledged before it closes:
+    // closing with unread input sends RST, which discards unsent output.
+    let mut server = Server::start(&["--drain-timeout", "30"]);
+    let mut c = server.connect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let mut w = c.try_clone().unwrap();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) && w.write_all(&test_line(6, k, 100)).is_ok() {
+                k += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    server.signal(Signal::TERM);
+    assert!(server.wait_for_log("draining", PATIENCE));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut got = Vec::new();
+    let end = loop {
+        match read_end(&mut c) {
+            End::Data(d) => got.extend(d),
+            other => break other,
+        }
+    };
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(end, End::Eof, "after {} bytes", got.len());
+    assert!(got.len() > 1 << 20, "only {} bytes came back", got.len());
+    let want: Vec<u8> = (0..got.len() / 100)
+        .flat_map(|k| test_line(6, k, 100))
+        .collect();
+    assert!(got == want, "echo is not the lines sent, in order");
+    assert_eq!(
+        server.wait_exit(PATIENCE).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        server.log()
+    );
+}
+
+#[test]
+fn hundred_idle_connections_drain_promptly() {
+    let mut server = Server::start(&[]);
+    let mut clients: Vec<TcpStream> = (0..100).map(|_| server.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let line = test_line(i, 0, 20);
+        roundtrip(c, &line, &line);
+    }
+    let t0 = Instant::now();
+    server.signal(Signal::TERM);
+    let status = server.wait_exit(PATIENCE).expect("exits");
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    // The default deadline is 10 s; an idle drain must not wait for it.
+    assert!(
+        took < Duration::from_secs(2),
+        "drain of idle connections took {took:?}"
+    );
+    for c in &mut clients {
+        assert_eq!(read_end(c), End::Eof);
+    }
+    assert!(
+        server
+            .log()
+            .contains("100 connections closed cleanly, 0 cut off")
+    );
+}
+
+#[test]
+fn drain_deadline_cuts_off_and_exits_three() {
+    let mut server = Server::start(&["--drain-timeout", "1"]);
+    let (_c, writer) = stuck_client(&server);
+    let t0 = Instant::now();
+    server.signal(Signal::TERM);
+    let status = server.wait_exit(PATIENCE).expect("exits at the deadline");
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(3), "{}", server.log());
+    assert!(
+        took >= Duration::from_millis(900),
+        "cut off before the deadline: {took:?}"
+    );
+    assert!(took < Duration::from_secs(8), "deadline overrun: {took:?}");
+    assert!(
+        server
+            .log()
+            .contains("0 connections closed cleanly, 1 cut off"),
+        "{}",
+        server.log()
+    );
+    drop(_c);
+    let _ = writer.join();
+}
+
+#[test]
+fn second_signal_exits_at_once() {
+    let mut server = Server::start(&["--drain-timeout", "60"]);
+    let (_c, writer) = stuck_client(&server);
+    server.signal(Signal::TERM);
+    assert!(server.wait_for_log("draining", PATIENCE));
+    assert!(server.is_running(), "the stuck client holds the drain open");
+    let t0 = Instant::now();
+    server.signal(Signal::INT);
+    let status = server
+        .wait_exit(PATIENCE)
+        .expect("exits on the second signal");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(status.code(), Some(3), "{}", server.log());
+    drop(_c);
+    let _ = writer.join();
+}
+
+#[test]
+fn drain_is_concurrent_across_connections() {
+    // Several slow readers: each needs a while to take its output, and all
+    // of them must finish within one deadline (the seed gave each its own).
+    let mut server = Server::start(&["--drain-timeout", "8"]);
+    let mut readers = Vec::new();
+    for i in 0..4 {
+        let c = server.connect();
+        let data: Vec<u8> = (0..20_000).flat_map(|k| test_line(i, k, 100)).collect();
+        let writer = write_in_background(c.try_clone().unwrap(), data.clone());
+        readers.push((c, writer, data));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    server.signal(Signal::TERM);
+    assert!(server.wait_for_log("draining", PATIENCE));
+    let t0 = Instant::now();
+    let handles: Vec<_> = readers
+        .into_iter()
+        .map(|(mut c, writer, data)| {
+            std::thread::spawn(move || {
+                // Read slowly: ~1 s for everything this client is owed.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 64 * 1024];
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                        Err(e) => panic!("read: {e}"),
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = writer.join();
+                // A prefix of whole lines: those the server had read.
+                assert!(!got.is_empty() && got.ends_with(b"\n"));
+                assert_eq!(&data[..got.len()], &got[..]);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let status = server.wait_exit(PATIENCE).expect("exits");
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert!(t0.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
+fn one_deadline_covers_all_connections() {
+    // Three clients that never read: with a deadline per connection, one
+    // after another (as the seed does), this would take 3 × 2 s.
+    let mut server = Server::start(&["--drain-timeout", "2"]);
+    let stuck: Vec<_> = (0..3).map(|_| stuck_client(&server)).collect();
+    let t0 = Instant::now();
+    server.signal(Signal::TERM);
+    let status = server.wait_exit(PATIENCE).expect("exits");
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(3));
+    assert!(took < Duration::from_millis(4500), "took {took:?}");
+    assert!(server.log().contains("3 cut off"), "{}", server.log());
+    drop(stuck);
+}
