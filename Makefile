@@ -1,0 +1,28 @@
+# reactor-echo: every target, one line each (`make help`).
+# Set ADDR to serve elsewhere: make run ADDR=0.0.0.0:9000
+
+ADDR ?= 127.0.0.1:8000
+CARGO ?= cargo
+
+.PHONY: help run build test bench perf strace fuzz doc clean
+
+help:  ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+run:  ## Build release and serve on $(ADDR) (talk to it: nc 127.0.0.1 8000)
+	$(CARGO) run --release --quiet -- --listen $(ADDR)
+
+build:  ## Build the release binary (target/release/reactor-echo)
+	$(CARGO) build --release
+
+test:  ## Format check, clippy -D warnings, and every test
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+doc:  ## Build the library docs (warnings are errors)
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+
+clean:  ## Remove build output
+	$(CARGO) clean
