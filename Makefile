@@ -28,6 +28,14 @@ fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if 
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run framing -- -max_total_time=$(FUZZ_SECONDS)
 
+bench:  ## Benchmark: scenarios, CPU, syscalls, RSS -> docs/benchmarks.md (needs perf or strace)
+	$(CARGO) build --release --workspace --quiet
+	target/release/bench
+
+perf:  ## CPU profile of the server under load (perf record -g), top of the report
+	$(CARGO) build --release --workspace --quiet
+	target/release/bench perf
+
 doc:  ## Build the library docs (warnings are errors)
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
 
