@@ -18,10 +18,10 @@ build:  ## Build the release binary (target/release/reactor-echo)
 	$(CARGO) build --release
 
 test:  ## Format check, clippy -D warnings, docs without warnings, and every test
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
-	$(CARGO) test --all-targets
+	$(CARGO) test --workspace --all-targets
 	$(CARGO) test --doc
 
 fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if missing)
@@ -32,9 +32,16 @@ bench:  ## Benchmark: scenarios, CPU, syscalls, RSS -> docs/benchmarks.md (needs
 	$(CARGO) build --release --workspace --quiet
 	target/release/bench
 
-perf:  ## CPU profile of the server under load (perf record -g), top of the report
+perf:  ## CPU profile of the server under load (perf record -g), top of the report (needs perf)
+	@command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf"; exit 1; }
 	$(CARGO) build --release --workspace --quiet
 	target/release/bench perf
+
+strace:  ## Trace the syscalls of a scripted client session -> docs/strace.txt (needs strace)
+	@command -v strace >/dev/null || { echo "strace is missing: apt-get install strace"; exit 1; }
+	@command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3"; exit 1; }
+	$(CARGO) build --release --quiet
+	python3 scripts/strace_session.py target/release/reactor-echo docs/strace.txt
 
 doc:  ## Build the library docs (warnings are errors)
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps

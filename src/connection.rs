@@ -189,6 +189,10 @@ pub(crate) struct Connection {
     pub dirty: bool,
     /// The handler asked to close this connection once its output is sent.
     pub close_requested: bool,
+    /// The socket may take more output (nginx's `wev->ready`). Cleared when
+    /// a write comes up short; set again by the next writable event. While
+    /// it is clear, trying to write would only return `EAGAIN`.
+    pub write_ready: bool,
 }
 
 impl Connection {
@@ -203,15 +207,20 @@ impl Connection {
             waiters: Vec::new(),
             dirty: false,
             close_requested: false,
+            write_ready: true,
         }
     }
 
-    /// Writes pending output until it is all written or the socket is full
-    /// (`WouldBlock`: the rest goes out on a later writable event). Returns
-    /// the bytes written.
+    /// Writes pending output until it is all written or the socket is full;
+    /// the rest goes out after the next writable event. Returns the bytes
+    /// written.
+    ///
+    /// A short write means the send buffer filled up during the call, which
+    /// arms the next writable edge just as `WouldBlock` would: so we stop
+    /// there instead of making the call that would only return `EAGAIN`.
     pub fn write_out(&mut self, spare: &mut Vec<u8>) -> io::Result<usize> {
         let mut total = 0;
-        while !self.output.is_empty() {
+        while !self.output.is_empty() && self.write_ready {
             let pending = &self.output.buf[self.output.written..];
             match self.stream.write(pending) {
                 // A zero-length write of a non-empty buffer: the socket is unusable.
@@ -219,8 +228,9 @@ impl Connection {
                 Ok(n) => {
                     self.output.written += n;
                     total += n;
+                    self.write_ready = n == pending.len();
                 }
-                Err(ref e) if would_block(e) => break,
+                Err(ref e) if would_block(e) => self.write_ready = false,
                 Err(ref e) if interrupted(e) => continue,
                 Err(e) => return Err(e),
             }

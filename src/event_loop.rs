@@ -89,6 +89,7 @@ enum Ending {
 #[derive(Clone, Copy, Debug, Default)]
 struct Readiness {
     readable: bool,
+    writable: bool,
     /// The peer's FIN has arrived (EPOLLRDHUP), or the socket hung up.
     read_closed: bool,
     error: bool,
@@ -98,6 +99,7 @@ impl Readiness {
     fn of(event: &Event) -> Self {
         Readiness {
             readable: event.is_readable(),
+            writable: event.is_writable(),
             read_closed: event.is_read_closed(),
             error: event.is_error(),
         }
@@ -507,6 +509,9 @@ impl<H: Handler> Server<H> {
             trace!("{id}: stale event ignored");
             return;
         };
+        if ready.writable {
+            conn.write_ready = true;
+        }
         if ready.error {
             // mio calls readiness flags hints; take_error says for sure.
             match conn.stream.take_error() {
@@ -990,6 +995,7 @@ mod tests {
         // the same batch) must not touch the connection now in its slot.
         let everything = Readiness {
             readable: true,
+            writable: true,
             read_closed: true,
             error: true,
         };

@@ -13,8 +13,10 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use clap::{CommandFactory, Parser};
-use log::{LevelFilter, debug, error, info, warn};
+use log::{LevelFilter, Log, Metadata, Record, debug, error, info, warn};
 use reactor_echo::framing::Framing;
 use reactor_echo::{Config, Echo, Server};
 use simple_logger::SimpleLogger;
@@ -127,11 +129,31 @@ fn init_logging(cli_level: Option<LevelFilter>) {
         }
         (None, Err(_)) => {}
     }
+    log::set_max_level(logger.max_level());
     // Only fails if a logger is already set, which cannot happen here.
-    let _ = logger.init();
+    let _ = log::set_boxed_logger(Box::new(SurviveClosedStderr(logger)));
     for d in bad_directives {
         warn!("RUST_LOG: ignoring `{d}`: not a level (off, error, warn, info, debug, trace)");
     }
+}
+
+/// simple_logger writes with `eprintln!`, which panics when stderr is gone
+/// (say, a pipe whose reader has exited: EPIPE). A log line must never take
+/// the server down, so that panic is caught here and logging is turned off.
+struct SurviveClosedStderr(SimpleLogger);
+
+impl Log for SurviveClosedStderr {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.0.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if catch_unwind(AssertUnwindSafe(|| self.0.log(record))).is_err() {
+            log::set_max_level(LevelFilter::Off);
+        }
+    }
+
+    fn flush(&self) {}
 }
 
 fn main() -> ExitCode {
@@ -158,6 +180,11 @@ fn main() -> ExitCode {
         }
     };
     debug!("{config:?}");
+    info!(
+        "reactor-echo {}, pid {}: Ctrl-C or kill -TERM to drain, kill -USR1 for stats",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
     info!("listening on {}", server.local_addr());
     match server.run() {
         Ok(report) if report.is_complete() => ExitCode::SUCCESS,

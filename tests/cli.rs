@@ -2,6 +2,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -208,4 +209,34 @@ fn logs_go_to_stderr_not_stdout() {
     assert_eq!(out.status.code(), Some(0));
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("listening on 127.0.0.1:"));
+}
+
+#[test]
+fn a_closed_stderr_does_not_take_the_server_down() {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--max-frame", "10"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no listening line"
+        );
+    }
+    let addr: std::net::SocketAddr = line.rsplit(' ').next().unwrap().trim().parse().unwrap();
+    // The log's reader goes away: writing a log line now fails with EPIPE.
+    drop(stderr);
+    let mut bad = connect(addr);
+    bad.write_all(b"this line is far too long\n").unwrap();
+    assert_eq!(read_end(&mut bad), End::Eof);
+    let mut good = connect(addr);
+    roundtrip(&mut good, b"serving\n", b"serving\n");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, Signal::TERM).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }

@@ -35,10 +35,30 @@ struct Scenario {
 }
 
 const SCENARIOS: [Scenario; 4] = [
-    Scenario { name: "ping-pong 50 conns × 1 line of 64 B", conns: 50, depth: 1, size: 64 },
-    Scenario { name: "pipelined 50 conns × 16 lines of 64 B", conns: 50, depth: 16, size: 64 },
-    Scenario { name: "1,000 conns × 1 line of 64 B", conns: 1000, depth: 1, size: 64 },
-    Scenario { name: "bulk 10 conns × 4 lines of 16 KiB", conns: 10, depth: 4, size: 16384 },
+    Scenario {
+        name: "ping-pong 50 conns × 1 line of 64 B",
+        conns: 50,
+        depth: 1,
+        size: 64,
+    },
+    Scenario {
+        name: "pipelined 50 conns × 16 lines of 64 B",
+        conns: 50,
+        depth: 16,
+        size: 64,
+    },
+    Scenario {
+        name: "1,000 conns × 1 line of 64 B",
+        conns: 1000,
+        depth: 1,
+        size: 64,
+    },
+    Scenario {
+        name: "bulk 10 conns × 4 lines of 16 KiB",
+        conns: 10,
+        depth: 4,
+        size: 16384,
+    },
 ];
 
 /// Syscalls the server made, by kind.
@@ -92,7 +112,10 @@ const PERF_EVENTS: &[&str] = &[
 
 fn pick_counter() -> Counter {
     let works = |cmd: &mut Command| {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     };
     if works(Command::new("perf").args(["stat", "-e", &PERF_EVENTS.join(","), "true"])) {
         Counter::Perf
@@ -110,14 +133,20 @@ fn sibling(name: &str) -> PathBuf {
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
 }
 
 /// `taskset -c CPU` when there are CPUs to pin to, so server and load
 /// generator do not compete for one core.
 fn pinned(cpu: usize, program: &Path) -> Command {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let have_taskset = Command::new("taskset").arg("-V").stdout(Stdio::null()).status().is_ok();
+    let have_taskset = Command::new("taskset")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
     if cpus >= 2 && have_taskset {
         let mut cmd = Command::new("taskset");
         cmd.args(["-c", &cpu.to_string()]).arg(program);
@@ -131,7 +160,13 @@ fn proc_field(pid: u32, file: &str, key: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default();
     text.lines()
         .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim_start_matches(':').split_whitespace().next()?.parse().ok())
+        .and_then(|v| {
+            v.trim_start_matches(':')
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -142,8 +177,14 @@ fn rss_kib(pid: u32) -> u64 {
 /// User + system CPU time of `pid`, in seconds.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-    let ticks: u64 = fields.get(11..13).map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
     // USER_HZ is 100 on every Linux ABI we run on.
     ticks as f64 / 100.0
 }
@@ -193,7 +234,14 @@ impl Drop for Server {
 fn count_syscalls(counter: Counter, pid: u32, work: impl FnOnce()) -> Option<Syscalls> {
     let mut child = match counter {
         Counter::Perf => Command::new("perf")
-            .args(["stat", "-x,", "-e", &PERF_EVENTS.join(","), "-p", &pid.to_string()])
+            .args([
+                "stat",
+                "-x,",
+                "-e",
+                &PERF_EVENTS.join(","),
+                "-p",
+                &pid.to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -212,15 +260,24 @@ fn count_syscalls(counter: Counter, pid: u32, work: impl FnOnce()) -> Option<Sys
     std::thread::sleep(Duration::from_millis(300));
     work();
     interrupt(&child);
-    let out = std::mem::take(&mut child.stderr).map(|e| std::io::read_to_string(e).unwrap_or_default())?;
+    let out = std::mem::take(&mut child.stderr)
+        .map(|e| std::io::read_to_string(e).unwrap_or_default())?;
     let _ = child.wait();
     let by_name = match counter {
         Counter::Perf => parse_perf(&out),
         _ => parse_strace(&out),
     };
-    let sum = |names: &[&str]| names.iter().map(|n| by_name.get(*n).copied().unwrap_or(0)).sum::<u64>();
+    let sum = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| by_name.get(*n).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
     Some(Syscalls {
-        total: by_name.get("total").copied().unwrap_or_else(|| by_name.values().sum()),
+        total: by_name
+            .get("total")
+            .copied()
+            .unwrap_or_else(|| by_name.values().sum()),
         reads: sum(&["read", "recvfrom", "readv", "recvmsg"]),
         writes: sum(&["write", "sendto", "writev", "sendmsg"]),
         epoll_wait: sum(&["epoll_wait", "epoll_pwait", "epoll_pwait2"]),
@@ -250,12 +307,12 @@ fn parse_strace(out: &str) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();
     for line in out.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() >= 5 && f[0].parse::<f64>().is_ok() {
-            if let (Some(name), Ok(calls)) = (f.last(), f[3].parse::<u64>()) {
-                if *name != "total" {
-                    m.insert(name.to_string(), calls);
-                }
-            }
+        if f.len() >= 5
+            && f[0].parse::<f64>().is_ok()
+            && let (Some(name), Ok(calls)) = (f.last(), f[3].parse::<u64>())
+            && *name != "total"
+        {
+            m.insert(name.to_string(), calls);
         }
     }
     m
@@ -268,7 +325,13 @@ fn parse_kv(line: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn run_scenario(server: &Server, loadgen: &Path, sc: &Scenario, secs: f64, counter: Counter) -> Measured {
+fn run_scenario(
+    server: &Server,
+    loadgen: &Path,
+    sc: &Scenario,
+    secs: f64,
+    counter: Counter,
+) -> Measured {
     let pid = server.pid();
     let mut output = None;
     let mut cpu = 0.0;
@@ -276,8 +339,20 @@ fn run_scenario(server: &Server, loadgen: &Path, sc: &Scenario, secs: f64, count
         let before = cpu_seconds(pid);
         let out = pinned(0, loadgen)
             .arg(server.addr.to_string())
-            .args(["--conns", &sc.conns.to_string(), "--depth", &sc.depth.to_string()])
-            .args(["--size", &sc.size.to_string(), "--secs", &secs.to_string(), "--warmup", "0.5"])
+            .args([
+                "--conns",
+                &sc.conns.to_string(),
+                "--depth",
+                &sc.depth.to_string(),
+            ])
+            .args([
+                "--size",
+                &sc.size.to_string(),
+                "--secs",
+                &secs.to_string(),
+                "--warmup",
+                "0.5",
+            ])
             .output()
             .expect("run loadgen");
         cpu = cpu_seconds(pid) - before;
@@ -371,7 +446,13 @@ fn markdown(results: &[(&Scenario, Measured)], idle: &Idle, counter: Counter, se
     for (sc, m) in results {
         let per = |n: u64| format!("{:.3}", n as f64 / m.total_msgs as f64);
         let (total, reads, writes, waits, ctls) = match m.syscalls {
-            Some(s) => (per(s.total), per(s.reads), per(s.writes), per(s.epoll_wait), per(s.epoll_ctl)),
+            Some(s) => (
+                per(s.total),
+                per(s.reads),
+                per(s.writes),
+                per(s.epoll_wait),
+                per(s.epoll_ctl),
+            ),
             None => ("-".into(), "-".into(), "-".into(), "-".into(), "-".into()),
         };
         writeln!(
@@ -401,23 +482,46 @@ fn markdown(results: &[(&Scenario, Measured)], idle: &Idle, counter: Counter, se
     md
 }
 
+/// One bar of the chart: label, value, value as text.
+type Bar = (String, f64, String);
+
 /// A dependency-free SVG: one panel per figure, one bar per scenario.
 fn chart(results: &[(&Scenario, Measured)], idle: &Idle) -> String {
-    let panels: Vec<(&str, Vec<(String, f64, String)>)> = vec![
+    let panels: Vec<(&str, Vec<Bar>)> = vec![
         (
             "messages per second",
-            results.iter().map(|(s, m)| (s.name.to_string(), m.msgs_per_s, fmt_thousands(m.msgs_per_s))).collect(),
+            results
+                .iter()
+                .map(|(s, m)| {
+                    (
+                        s.name.to_string(),
+                        m.msgs_per_s,
+                        fmt_thousands(m.msgs_per_s),
+                    )
+                })
+                .collect(),
         ),
         (
             "server CPU µs per message",
-            results.iter().map(|(s, m)| (s.name.to_string(), m.cpu_us_per_msg, format!("{:.2}", m.cpu_us_per_msg))).collect(),
+            results
+                .iter()
+                .map(|(s, m)| {
+                    (
+                        s.name.to_string(),
+                        m.cpu_us_per_msg,
+                        format!("{:.2}", m.cpu_us_per_msg),
+                    )
+                })
+                .collect(),
         ),
         (
             "server syscalls per message",
             results
                 .iter()
                 .map(|(s, m)| {
-                    let v = m.syscalls.map_or(0.0, |c| c.total as f64 / m.total_msgs as f64);
+                    let v = m
+                        .syscalls
+                        .map_or(0.0, |c| c.total as f64 / m.total_msgs as f64);
                     (s.name.to_string(), v, format!("{v:.3}"))
                 })
                 .collect(),
@@ -433,20 +537,52 @@ fn chart(results: &[(&Scenario, Measured)], idle: &Idle) -> String {
     ];
     let (label_w, bar_w, row_h, panel_gap) = (300.0, 360.0, 22.0, 30.0);
     let width = label_w + bar_w + 90.0;
-    let height: f64 = panels.iter().map(|(_, rows)| 24.0 + rows.len() as f64 * row_h + panel_gap).sum::<f64>() + 10.0;
+    let height: f64 = panels
+        .iter()
+        .map(|(_, rows)| 24.0 + rows.len() as f64 * row_h + panel_gap)
+        .sum::<f64>()
+        + 10.0;
     let mut svg = String::new();
     writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#).unwrap();
     writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#).unwrap();
     let mut y = 10.0;
     for (title, rows) in &panels {
-        writeln!(svg, r#"<text x="10" y="{}" font-weight="bold">{title}</text>"#, y + 14.0).unwrap();
+        writeln!(
+            svg,
+            r#"<text x="10" y="{}" font-weight="bold">{title}</text>"#,
+            y + 14.0
+        )
+        .unwrap();
         y += 24.0;
-        let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(f64::MIN_POSITIVE);
+        let max = rows
+            .iter()
+            .map(|r| r.1)
+            .fold(0.0, f64::max)
+            .max(f64::MIN_POSITIVE);
         for (label, value, text) in rows {
             let w = value / max * bar_w;
-            writeln!(svg, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, label_w - 8.0, y + 15.0, label.replace('&', "&amp;")).unwrap();
-            writeln!(svg, r##"<rect x="{label_w}" y="{}" width="{w:.1}" height="{}" fill="#4a7fb5"/>"##, y + 3.0, row_h - 6.0).unwrap();
-            writeln!(svg, r#"<text x="{}" y="{}">{text}</text>"#, label_w + w + 6.0, y + 15.0).unwrap();
+            writeln!(
+                svg,
+                r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+                label_w - 8.0,
+                y + 15.0,
+                label.replace('&', "&amp;")
+            )
+            .unwrap();
+            writeln!(
+                svg,
+                r##"<rect x="{label_w}" y="{}" width="{w:.1}" height="{}" fill="#4a7fb5"/>"##,
+                y + 3.0,
+                row_h - 6.0
+            )
+            .unwrap();
+            writeln!(
+                svg,
+                r#"<text x="{}" y="{}">{text}</text>"#,
+                label_w + w + 6.0,
+                y + 15.0
+            )
+            .unwrap();
             y += row_h;
         }
         y += panel_gap;
@@ -467,21 +603,32 @@ fn write_section(path: &Path, section: &str) -> std::io::Result<()> {
 
 fn bench(args: &[String]) -> ExitCode {
     let quick = args.iter().any(|a| a == "--quick");
-    let value = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1));
-    let idle_n: usize = value("--idle").and_then(|v| v.parse().ok()).unwrap_or(if quick { 2000 } else { 10_000 });
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+    };
+    let idle_n: usize = value("--idle")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2000 } else { 10_000 });
     let out = PathBuf::from(value("--out").map_or("docs/benchmarks.md", String::as_str));
     let secs = if quick { 1.5 } else { 4.0 };
     let server_bin = sibling("reactor-echo");
     let loadgen = sibling("loadgen");
     for bin in [&server_bin, &loadgen] {
         if !bin.exists() {
-            eprintln!("bench: {} is missing: run `make bench` (it builds release first)", bin.display());
+            eprintln!(
+                "bench: {} is missing: run `make bench` (it builds release first)",
+                bin.display()
+            );
             return ExitCode::FAILURE;
         }
     }
     let counter = pick_counter();
     if counter == Counter::None {
-        eprintln!("bench: neither perf nor strace found; syscalls will not be counted (apt-get install linux-perf strace)");
+        eprintln!(
+            "bench: neither perf nor strace found; syscalls will not be counted (apt-get install linux-perf strace)"
+        );
     }
 
     // Idle first, on a fresh server: the RSS of N idle connections.
@@ -506,7 +653,10 @@ fn bench(args: &[String]) -> ExitCode {
             fmt_thousands(m.msgs_per_s),
             m.p99_us,
             m.cpu_us_per_msg,
-            m.syscalls.map_or("-".into(), |s| format!("{:.3}", s.total as f64 / m.total_msgs as f64))
+            m.syscalls.map_or("-".into(), |s| format!(
+                "{:.3}",
+                s.total as f64 / m.total_msgs as f64
+            ))
         );
         results.push((sc, m));
     }
@@ -515,7 +665,9 @@ fn bench(args: &[String]) -> ExitCode {
     let md = markdown(&results, &idle, counter, secs);
     println!("{md}");
     let svg_path = out.with_extension("svg");
-    if let Err(e) = write_section(&out, &md).and_then(|()| std::fs::write(&svg_path, chart(&results, &idle))) {
+    if let Err(e) =
+        write_section(&out, &md).and_then(|()| std::fs::write(&svg_path, chart(&results, &idle)))
+    {
         eprintln!("bench: cannot write {}: {e}", out.display());
         return ExitCode::FAILURE;
     }
@@ -533,7 +685,9 @@ fn perf_profile() -> ExitCode {
     let data = sibling("perf.data");
     let mut load = pinned(0, &sibling("loadgen"))
         .arg(server.addr.to_string())
-        .args(["--conns", "50", "--depth", "16", "--size", "64", "--secs", "6", "--warmup", "0"])
+        .args([
+            "--conns", "50", "--depth", "16", "--size", "64", "--secs", "6", "--warmup", "0",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .expect("run loadgen");
@@ -551,11 +705,26 @@ fn perf_profile() -> ExitCode {
     }
     for sort in ["dso", "dso,sym"] {
         let report = Command::new("perf")
-            .args(["report", "--stdio", "--no-children", "-g", "none", "--percent-limit", "0.7", "--sort", sort, "-i"])
+            .args([
+                "report",
+                "--stdio",
+                "--no-children",
+                "-g",
+                "none",
+                "--percent-limit",
+                "0.7",
+                "--sort",
+                sort,
+                "-i",
+            ])
             .arg(&data)
             .output();
         if let Ok(r) = report {
-            for line in String::from_utf8_lossy(&r.stdout).lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).take(40) {
+            for line in String::from_utf8_lossy(&r.stdout)
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+                .take(40)
+            {
                 println!("{line}");
             }
             println!();
@@ -601,7 +770,10 @@ mod tests {
         let path = dir.join("b.md");
         std::fs::write(&path, format!("intro\n{BEGIN}\nold\n{END}\nanalysis\n")).unwrap();
         write_section(&path, "new\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("intro\n{BEGIN}\nnew\n{END}\nanalysis\n"));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            format!("intro\n{BEGIN}\nnew\n{END}\nanalysis\n")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

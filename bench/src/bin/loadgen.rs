@@ -134,7 +134,11 @@ fn run_load(a: &Args) -> io::Result<()> {
         let std_stream = connect(a.addr)?;
         std_stream.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(std_stream);
-        poll.registry().register(&mut stream, Token(id), Interest::READABLE | Interest::WRITABLE)?;
+        poll.registry().register(
+            &mut stream,
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         let mut c = Conn {
             stream,
             output: Vec::new(),
@@ -178,7 +182,12 @@ fn run_load(a: &Args) -> io::Result<()> {
             }
             loop {
                 match c.stream.read(&mut buf) {
-                    Ok(0) => return Err(io::Error::new(ErrorKind::UnexpectedEof, format!("conn {id}: server closed"))),
+                    Ok(0) => {
+                        return Err(io::Error::new(
+                            ErrorKind::UnexpectedEof,
+                            format!("conn {id}: server closed"),
+                        ));
+                    }
                     Ok(n) => c.input.extend_from_slice(&buf[..n]),
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -265,7 +274,11 @@ fn main() -> ExitCode {
         }
     };
     raise_fd_limit();
-    let result = if args.idle > 0 { run_idle(&args) } else { run_load(&args) };
+    let result = if args.idle > 0 {
+        run_idle(&args)
+    } else {
+        run_load(&args)
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
