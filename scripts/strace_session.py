@@ -13,7 +13,9 @@ matter to an event loop, and talks to it over loopback in six steps:
   6. a graceful drain: SIGTERM while a client still has an echo coming
 
 The trace is written to the file named on the command line, with a
-"### step N: ..." line before each step's syscalls.
+"### step N: ..." line before each step's syscalls. strace stamps a call
+when it starts, so an epoll_wait that sleeps into the next step is listed
+just before that step's header.
 docs/syscalls.md walks through it line by line.
 
 usage: strace_session.py SERVER_BINARY OUTPUT_FILE
@@ -150,7 +152,7 @@ def annotate(raw_path, out_path, steps):
     with open(raw_path) as f:
         lines = f.readlines()
     pending = list(steps)
-    out = []
+    out = ["### start-up: the dynamic loader and Rust's runtime, then the listener and the signal pipe join the epoll set\n"]
     for line in lines:
         m = re.match(r"(\d+)\s+(\d\d):(\d\d):(\d\d)\.(\d+)", line)
         if m and pending:

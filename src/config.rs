@@ -37,6 +37,9 @@ impl Config {
     /// Largest `max_connections`: slab keys must stay clear of the reserved tokens.
     pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 30;
 
+    /// Longest timeout: deadlines are `Instant`s, which must not overflow.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(1_000_000_000);
+
     /// Checks the settings fit together; the message names the bad one.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_frame == 0 {
@@ -52,6 +55,17 @@ impl Config {
                 "--framing fixed:{n} is longer than --max-frame ({} bytes)",
                 self.max_frame
             ));
+        }
+        for (flag, timeout) in [
+            ("--drain-timeout", Some(self.drain_timeout)),
+            ("--idle-timeout", self.idle_timeout),
+        ] {
+            if timeout.is_some_and(|t| t > Self::MAX_TIMEOUT) {
+                return Err(format!(
+                    "{flag} must be at most {} seconds",
+                    Self::MAX_TIMEOUT.as_secs()
+                ));
+            }
         }
         if self.max_connections == 0 || self.max_connections > Self::MAX_CONNECTIONS_LIMIT {
             return Err(format!(

@@ -221,6 +221,7 @@ impl Connection {
     pub fn write_out(&mut self, spare: &mut Vec<u8>) -> io::Result<usize> {
         let mut total = 0;
         while !self.output.is_empty() && self.write_ready {
+            // In bounds: `written` only grows by what `write` took of `pending`.
             let pending = &self.output.buf[self.output.written..];
             match self.stream.write(pending) {
                 // A zero-length write of a non-empty buffer: the socket is unusable.

@@ -590,6 +590,7 @@ impl<H: Handler> Server<H> {
         let empty = FrameAssembler::new(config.framing, config.max_frame);
         let mut input = std::mem::replace(&mut conn.input, empty);
         let mut ctx = Context::new(conns, outgoing);
+        // In bounds: `n` came from `read` into this very buffer.
         let result = input.push(&read_buf[..n], |frame| {
             stats.frames += 1;
             handler.on_frame(&mut ctx, id, frame);

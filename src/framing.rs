@@ -134,6 +134,7 @@ impl Decoder {
         let max = self.max_frame;
         match self.framing {
             Framing::Line => {
+                // `min`: a caller that breaks the contract gets a rescan, not a panic.
                 let from = self.scanned.min(buf.len());
                 match memchr::memchr(b'\n', &buf[from..]) {
                     Some(at) => {
@@ -230,6 +231,7 @@ impl FrameAssembler {
                 Err(e) => return Err(e),
             };
             // 拆包: keep the tail; its frame ends in a later chunk.
+            // In bounds: `deliver_all` never consumes more than it was given.
             self.partial.extend_from_slice(&chunk[consumed..]);
             return Ok(());
         }
@@ -259,6 +261,7 @@ impl FrameAssembler {
         loop {
             match self.decoder.next_frame(&buf[start..]) {
                 Ok(Some(len)) => {
+                    // In bounds: the decoder only reports frames `buf[start..]` holds whole.
                     let frame = &buf[start..start + len];
                     start += len;
                     if on_frame(frame).is_break() {

@@ -87,6 +87,8 @@ fn bad_command_lines_exit_two_without_panic() {
         &["--drain-timeout", "soon"],
         &["--drain-timeout", "-1"],
         &["--idle-timeout", "-3"],
+        &["--idle-timeout", "1e300"],
+        &["--drain-timeout", "inf"],
         &["--max-connections", "0"],
         &["--max-connections", "many"],
         &["--framing", "xml"],
