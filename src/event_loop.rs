@@ -106,6 +106,42 @@ impl Readiness {
     }
 }
 
+/// What a failed `accept` means for the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AcceptError {
+    /// Out of file descriptors or memory: clients wait, and must be dealt with.
+    OutOfFds,
+    /// That one connection failed between the handshake and our accept
+    /// (Linux passes such errors to `accept`): skip it, accept the next.
+    ThisConnection,
+    /// Anything else: log it and try again later rather than spin.
+    Unexpected,
+}
+
+impl AcceptError {
+    fn of(e: &io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                AcceptError::OutOfFds
+            }
+            Some(
+                libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::ETIMEDOUT,
+            ) => AcceptError::ThisConnection,
+            _ => AcceptError::Unexpected,
+        }
+    }
+}
+
 /// Graceful shutdown in progress.
 #[derive(Clone, Copy, Debug)]
 struct Drain {
@@ -355,30 +391,16 @@ impl<H: Handler> Server<H> {
 
     /// Deals with a failed `accept`; returns whether to keep accepting.
     fn accept_failed(&mut self, e: io::Error) -> bool {
-        match e.raw_os_error() {
-            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+        match AcceptError::of(&e) {
+            AcceptError::OutOfFds => {
                 self.out_of_fds(e);
                 false
             }
-            // The connection failed between the handshake and our accept
-            // (Linux passes such errors to accept): skip that one only.
-            Some(
-                libc::ECONNABORTED
-                | libc::EPROTO
-                | libc::EPERM
-                | libc::ENETDOWN
-                | libc::ENOPROTOOPT
-                | libc::EHOSTDOWN
-                | libc::ENONET
-                | libc::EHOSTUNREACH
-                | libc::EOPNOTSUPP
-                | libc::ENETUNREACH
-                | libc::ETIMEDOUT,
-            ) => {
+            AcceptError::ThisConnection => {
                 debug!("accept: {e}; skipping that connection");
                 true
             }
-            _ => {
+            AcceptError::Unexpected => {
                 error!("accept failed: {e}; trying again in {ACCEPT_RETRY:?}");
                 self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
                 false
@@ -962,6 +984,24 @@ mod tests {
             .map(|(_, c)| c.id)
             .max_by_key(|id| id.serial)
             .unwrap()
+    }
+
+    #[test]
+    fn accept_errors_are_told_apart() {
+        let os = io::Error::from_raw_os_error;
+        for code in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert_eq!(AcceptError::of(&os(code)), AcceptError::OutOfFds);
+        }
+        // A client that gave up before we accepted it concerns it alone.
+        for code in [
+            libc::ECONNABORTED,
+            libc::EPROTO,
+            libc::ENETUNREACH,
+            libc::ETIMEDOUT,
+        ] {
+            assert_eq!(AcceptError::of(&os(code)), AcceptError::ThisConnection);
+        }
+        assert_eq!(AcceptError::of(&os(libc::EBADF)), AcceptError::Unexpected);
     }
 
     #[test]
