@@ -164,6 +164,8 @@ fn run_load(a: &Args) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 256 * 1024];
     let mut expected = Vec::with_capacity(a.size);
+    // Connections with new lines to send, written after each batch of events.
+    let mut to_flush: Vec<usize> = Vec::with_capacity(a.conns);
 
     loop {
         let now = Instant::now();
@@ -216,11 +218,18 @@ fn run_load(a: &Args) -> io::Result<()> {
                 }
             }
             c.input.drain(..consumed);
-            // Answer each echo with a new line, in one write per read.
+            // Answer each echo with a new line; all of a connection's new
+            // lines go out in one write, after this batch of events (as a
+            // client event loop writes before it polls again).
             for _ in 0..answered {
                 c.send_line(id, a.size, now);
             }
-            c.flush()?;
+            if answered > 0 {
+                to_flush.push(id);
+            }
+        }
+        for id in to_flush.drain(..) {
+            conns[id].flush()?;
         }
     }
 
