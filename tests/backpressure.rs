@@ -3,10 +3,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -19,33 +16,9 @@ fn client_that_does_not_read_is_paused_then_gets_every_byte() {
         .flat_map(|k| test_line(0, k, 128))
         .collect();
 
-    let written = Arc::new(AtomicUsize::new(0));
-    let writer = {
-        let mut w = c.try_clone().unwrap();
-        let data = data.clone();
-        let written = written.clone();
-        std::thread::spawn(move || {
-            for chunk in data.chunks(16 * 1024) {
-                w.write_all(chunk).unwrap();
-                written.fetch_add(chunk.len(), Ordering::Relaxed);
-            }
-        })
-    };
-
-    // Wait until the writer stalls: every buffer on the way is full.
-    let mut last = usize::MAX;
-    let give_up = Instant::now() + PATIENCE;
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = written.load(Ordering::Relaxed);
-        if now == last {
-            break;
-        }
-        last = now;
-        assert!(Instant::now() < give_up, "writer never stalled");
-    }
+    let (writer, written) = write_until_stalled(&c, data.clone());
     assert!(
-        last < data.len(),
+        written < data.len(),
         "the client could send everything without reading"
     );
     let grown_kib = server.rss_kib().saturating_sub(baseline_kib);

@@ -8,9 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -98,31 +96,8 @@ fn a_member_who_does_not_read_pauses_the_sender_and_loses_nothing() {
     sender_reader.read_line(&mut joined).unwrap();
 
     let lines: Vec<Vec<u8>> = (0..200_000).map(|k| test_line(1, k, 100)).collect();
-    let written = Arc::new(AtomicUsize::new(0));
-    let writer = {
-        let mut w = sender.try_clone().unwrap();
-        let data = lines.concat();
-        let written = written.clone();
-        std::thread::spawn(move || {
-            for chunk in data.chunks(16 * 1024) {
-                w.write_all(chunk).unwrap();
-                written.fetch_add(chunk.len(), Ordering::Relaxed);
-            }
-        })
-    };
-    // Wait for the sender to stall behind the slow member.
-    let mut last = usize::MAX;
-    let give_up = Instant::now() + PATIENCE;
-    loop {
-        std::thread::sleep(Duration::from_millis(500));
-        let now = written.load(Ordering::Relaxed);
-        if now == last {
-            break;
-        }
-        last = now;
-        assert!(Instant::now() < give_up, "sender never stalled");
-    }
-    assert!(last < lines.len() * 100, "the sender was never paused");
+    let (writer, written) = write_until_stalled(&sender, lines.concat());
+    assert!(written < lines.len() * 100, "the sender was never paused");
     let grown_kib = server.rss_kib().saturating_sub(baseline_kib);
     assert!(grown_kib < 16 * 1024, "chat server grew by {grown_kib} KiB");
 
@@ -155,10 +130,5 @@ fn drain_delivers_what_was_said_then_fin() {
         format!("{ida}: last words\n").into_bytes()
     );
     assert_eq!(read_end(&mut a), End::Eof);
-    assert_eq!(
-        server.wait_exit(PATIENCE).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        server.log()
-    );
+    server.expect_exit(0);
 }

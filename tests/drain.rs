@@ -64,12 +64,7 @@ fn drain_delivers_complete_lines_drops_partial_and_refuses_new_connects() {
     assert!(server.wait_for_log("draining", PATIENCE));
     assert!(connect_refused(addr), "listener must close at once");
     assert_eq!(read_to_eof(&mut c), lines);
-    assert_eq!(
-        server.wait_exit(PATIENCE).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        server.log()
-    );
+    server.expect_exit(0);
 }
 
 #[test]
@@ -97,13 +92,7 @@ fn client_that_keeps_sending_during_drain_gets_echoes_then_fin_not_rst() {
     std::thread::sleep(Duration::from_millis(300));
     server.signal(Signal::TERM);
 
-    let mut got = Vec::new();
-    let end = loop {
-        match read_end(&mut c) {
-            End::Data(d) => got.extend(d),
-            other => break other,
-        }
-    };
+    let (got, end) = read_until_end(&mut c);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     assert_eq!(end, End::Eof, "a clean FIN, not a reset");
@@ -116,12 +105,7 @@ fn client_that_keeps_sending_during_drain_gets_echoes_then_fin_not_rst() {
         .collect();
     assert_eq!(got, want);
     assert!(!got.is_empty());
-    assert_eq!(
-        server.wait_exit(PATIENCE).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        server.log()
-    );
+    server.expect_exit(0);
 }
 
 #[test]
@@ -147,13 +131,7 @@ fn client_that_keeps_sending_and_reads_late_loses_nothing() {
     server.signal(Signal::TERM);
     assert!(server.wait_for_log("draining", PATIENCE));
     std::thread::sleep(Duration::from_millis(500));
-    let mut got = Vec::new();
-    let end = loop {
-        match read_end(&mut c) {
-            End::Data(d) => got.extend(d),
-            other => break other,
-        }
-    };
+    let (got, end) = read_until_end(&mut c);
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     assert_eq!(end, End::Eof, "after {} bytes", got.len());
@@ -162,12 +140,7 @@ fn client_that_keeps_sending_and_reads_late_loses_nothing() {
         .flat_map(|k| test_line(6, k, 100))
         .collect();
     assert!(got == want, "echo is not the lines sent, in order");
-    assert_eq!(
-        server.wait_exit(PATIENCE).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        server.log()
-    );
+    server.expect_exit(0);
 }
 
 #[test]

@@ -157,13 +157,7 @@ fn client_still_sending_an_oversized_line_gets_every_echo_and_eof() {
     // The writer fails once the server has closed; that is expected.
     let writer = write_in_background(c.try_clone().unwrap(), msg);
     std::thread::sleep(Duration::from_millis(1000));
-    let mut got = Vec::new();
-    let end = loop {
-        match read_end(&mut c) {
-            End::Data(d) => got.extend(d),
-            other => break other,
-        }
-    };
+    let (got, end) = read_until_end(&mut c);
     assert!(
         got == lines,
         "got {} of {} bytes of echoes",

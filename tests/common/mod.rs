@@ -102,9 +102,12 @@ impl Server {
     /// Sends SIGTERM and expects an exit with `code` within PATIENCE.
     pub fn stop_expecting(&mut self, code: i32) {
         self.signal(Signal::TERM);
-        let status = self
-            .wait_exit(PATIENCE)
-            .expect("server exits after SIGTERM");
+        self.expect_exit(code);
+    }
+
+    /// Expects the server to exit with `code` within PATIENCE.
+    pub fn expect_exit(&mut self, code: i32) {
+        let status = self.wait_exit(PATIENCE).expect("server exits");
         assert_eq!(
             status.code(),
             Some(code),
@@ -223,6 +226,17 @@ pub fn read_end(s: &mut TcpStream) -> End {
     }
 }
 
+/// Reads until the stream ends; returns what came and how it ended.
+pub fn read_until_end(s: &mut TcpStream) -> (Vec<u8>, End) {
+    let mut got = Vec::new();
+    loop {
+        match read_end(s) {
+            End::Data(d) => got.extend(d),
+            end => return (got, end),
+        }
+    }
+}
+
 /// Reads everything up to EOF; panics on reset.
 pub fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
@@ -274,6 +288,35 @@ pub fn test_line(conn: usize, k: usize, len: usize) -> Vec<u8> {
 /// Bytes that are awkward for text-minded code: every value but '\n'.
 pub fn every_byte_but_newline() -> Vec<u8> {
     (0u8..=255).filter(|&b| b != b'\n').collect()
+}
+
+/// Writes `data` from a thread without reading, and waits until the writes
+/// stall because every buffer on the way is full. Returns the writer and how
+/// many bytes it got out before stalling.
+pub fn write_until_stalled(s: &TcpStream, data: Vec<u8>) -> (std::thread::JoinHandle<()>, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let written = written.clone();
+        std::thread::spawn(move || {
+            for chunk in data.chunks(16 * 1024) {
+                w.write_all(chunk).unwrap();
+                written.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+        })
+    };
+    let mut last = usize::MAX;
+    let give_up = Instant::now() + PATIENCE;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = written.load(Ordering::Relaxed);
+        if now == last {
+            return (writer, now);
+        }
+        last = now;
+        assert!(Instant::now() < give_up, "the writer never stalled");
+    }
 }
 
 /// Writes `data` from a thread (so the test can read meanwhile); the

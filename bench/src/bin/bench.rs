@@ -578,7 +578,7 @@ fn chart(results: &[(&Scenario, Measured)], idle: &Idle) -> String {
             .unwrap();
             writeln!(
                 svg,
-                r#"<text x="{}" y="{}">{text}</text>"#,
+                r#"<text x="{:.1}" y="{}">{text}</text>"#,
                 label_w + w + 6.0,
                 y + 15.0
             )
