@@ -17,12 +17,11 @@ run:  ## Build release and serve on $(ADDR) (talk to it: nc 127.0.0.1 8000)
 build:  ## Build the release binary (target/release/reactor-echo)
 	$(CARGO) build --release
 
-test:  ## Format check, clippy -D warnings, docs without warnings, and every test
+test:  ## Format check, clippy -D warnings, docs without warnings, and every test (unit, integration, doc)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
-	$(CARGO) test --workspace --all-targets
-	$(CARGO) test --doc
+	$(CARGO) test --workspace
 
 fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if missing)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked

@@ -17,7 +17,7 @@ fn chat_binary() -> PathBuf {
     let path = PathBuf::from(BIN).parent().unwrap().join("examples/chat");
     assert!(
         path.exists(),
-        "{} missing: `cargo test` builds it, or `cargo build --example chat`",
+        "{} missing: plain `cargo test` builds it (`--all-targets` builds it as a test), or `cargo build --example chat`",
         path.display()
     );
     path
