@@ -45,15 +45,18 @@ impl Server {
                 let mut tx = Some(tx);
                 for line in BufReader::new(stderr).lines() {
                     let Ok(line) = line else { break };
+                    {
+                        let mut log = log.lock().unwrap();
+                        log.push_str(&line);
+                        log.push('\n');
+                    }
+                    // Only once the line is in the log: a test may look for it.
                     if let Some(at) = line.find("listening on ") {
                         let addr = line[at + "listening on ".len()..].trim().to_string();
                         if let Some(tx) = tx.take() {
                             let _ = tx.send(addr);
                         }
                     }
-                    let mut log = log.lock().unwrap();
-                    log.push_str(&line);
-                    log.push('\n');
                 }
             });
         }
