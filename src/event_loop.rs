@@ -691,7 +691,7 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Resumes connections paused on `id`'s output.
+    /// Resumes connections that were paused on output which has now drained.
     fn wake_waiters(&mut self, waiters: Vec<ConnId>) {
         for w in waiters {
             if let Some(conn) = self.conn_mut(w)
