@@ -28,6 +28,36 @@ fn stuck_client(
     (c, writer)
 }
 
+/// A client thread that sends `test_line(tag, k, size)` for k = 0, 1, ...
+/// until stopped or until the server closes on it.
+struct EndlessSender {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl EndlessSender {
+    fn start(c: &TcpStream, tag: usize, size: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut w = c.try_clone().unwrap();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) && w.write_all(&test_line(tag, k, size)).is_ok()
+                {
+                    k += 1;
+                }
+            })
+        };
+        EndlessSender { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
 #[test]
 fn each_stop_signal_starts_a_drain_that_exits_zero() {
     for sig in [Signal::TERM, Signal::INT, Signal::QUIT, Signal::HUP] {
@@ -71,30 +101,12 @@ fn drain_delivers_complete_lines_drops_partial_and_refuses_new_connects() {
 fn client_that_keeps_sending_during_drain_gets_echoes_then_fin_not_rst() {
     let mut server = Server::start(&[]);
     let mut c = server.connect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let mut w = c.try_clone().unwrap();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut k = 0;
-            // Keep sending until the server has closed on us.
-            while !stop.load(Ordering::Relaxed) {
-                if w.write_all(&test_line(5, k, 50)).is_err() {
-                    break;
-                }
-                k += 1;
-                if k % 64 == 0 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        })
-    };
+    let sender = EndlessSender::start(&c, 5, 50);
     std::thread::sleep(Duration::from_millis(300));
     server.signal(Signal::TERM);
 
     let (got, end) = read_until_end(&mut c);
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    sender.stop();
     assert_eq!(end, End::Eof, "a clean FIN, not a reset");
     // What came back is exactly the first lines sent, each whole.
     assert!(got.ends_with(b"\n"));
@@ -116,24 +128,13 @@ fn client_that_keeps_sending_and_reads_late_loses_nothing() {
     // closing with unread input sends RST, which discards unsent output.
     let mut server = Server::start(&["--drain-timeout", "30"]);
     let mut c = server.connect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let mut w = c.try_clone().unwrap();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut k = 0;
-            while !stop.load(Ordering::Relaxed) && w.write_all(&test_line(6, k, 100)).is_ok() {
-                k += 1;
-            }
-        })
-    };
+    let sender = EndlessSender::start(&c, 6, 100);
     std::thread::sleep(Duration::from_millis(500));
     server.signal(Signal::TERM);
     assert!(server.wait_for_log("draining", PATIENCE));
     std::thread::sleep(Duration::from_millis(500));
     let (got, end) = read_until_end(&mut c);
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    sender.stop();
     assert_eq!(end, End::Eof, "after {} bytes", got.len());
     assert!(got.len() > 1 << 20, "only {} bytes came back", got.len());
     let want: Vec<u8> = (0..got.len() / 100)
