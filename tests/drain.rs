@@ -147,11 +147,7 @@ fn client_that_keeps_sending_and_reads_late_loses_nothing() {
 #[test]
 fn hundred_idle_connections_drain_promptly() {
     let mut server = Server::start(&[]);
-    let mut clients: Vec<TcpStream> = (0..100).map(|_| server.connect()).collect();
-    for (i, c) in clients.iter_mut().enumerate() {
-        let line = test_line(i, 0, 20);
-        roundtrip(c, &line, &line);
-    }
+    let mut clients = server.connect_echoed(100);
     let t0 = Instant::now();
     server.signal(Signal::TERM);
     let status = server.wait_exit(PATIENCE).expect("exits");

@@ -18,11 +18,7 @@ fn wakeups(server: &Server) -> u64 {
 #[test]
 fn connections_over_the_cap_are_closed_at_once_and_slots_free_up() {
     let server = Server::start(&["--max-connections", "5"]);
-    let mut served: Vec<TcpStream> = (0..5).map(|_| server.connect()).collect();
-    for (i, c) in served.iter_mut().enumerate() {
-        let line = test_line(i, 0, 16);
-        roundtrip(c, &line, &line);
-    }
+    let mut served = server.connect_echoed(5);
     // Over the cap: accepted and closed, not left hanging in the backlog.
     for _ in 0..20 {
         let mut extra = server.connect();
@@ -90,11 +86,7 @@ fn an_idle_server_makes_no_wakeups() {
     // 200 open connections, an idle timeout far away: the loop must block in
     // one poll until then, with no periodic tick.
     let server = Server::start(&["--idle-timeout", "100"]);
-    let mut conns: Vec<TcpStream> = (0..200).map(|_| server.connect()).collect();
-    for (i, c) in conns.iter_mut().enumerate() {
-        let line = test_line(i, 0, 16);
-        roundtrip(c, &line, &line);
-    }
+    let _held_open = server.connect_echoed(200);
     std::thread::sleep(Duration::from_millis(300));
     let before = wakeups(&server);
     std::thread::sleep(Duration::from_millis(1500));

@@ -81,6 +81,18 @@ impl Server {
         connect(self.addr)
     }
 
+    /// Opens `n` connections and echoes one line on each: open, and idle.
+    pub fn connect_echoed(&self, n: usize) -> Vec<TcpStream> {
+        (0..n)
+            .map(|i| {
+                let mut c = self.connect();
+                let line = test_line(i, 0, 16);
+                roundtrip(&mut c, &line, &line);
+                c
+            })
+            .collect()
+    }
+
     pub fn signal(&self, sig: Signal) {
         let pid = rustix::process::Pid::from_raw(self.pid() as i32).unwrap();
         rustix::process::kill_process(pid, sig).expect("kill");
