@@ -19,6 +19,12 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Close connections with no traffic either way for this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// The `listen` backlog: connections the kernel completes while the loop
+    /// is busy (capped by `net.core.somaxconn`).
+    pub backlog: u32,
+    /// `SO_SNDBUF` for every connection, in bytes (`None`: the kernel's
+    /// autotuning). Small values make writes come up short.
+    pub send_buffer: Option<usize>,
 }
 
 impl Default for Config {
@@ -29,6 +35,8 @@ impl Default for Config {
             max_connections: 10_000,
             drain_timeout: Duration::from_secs(10),
             idle_timeout: None,
+            backlog: crate::listener::DEFAULT_BACKLOG,
+            send_buffer: None,
         }
     }
 }
@@ -72,6 +80,12 @@ impl Config {
                 "--max-connections must be between 1 and {}",
                 Self::MAX_CONNECTIONS_LIMIT
             ));
+        }
+        if self.backlog == 0 || self.backlog > i32::MAX as u32 {
+            return Err(format!("--backlog must be between 1 and {}", i32::MAX));
+        }
+        if self.send_buffer.is_some_and(|b| b > i32::MAX as usize) {
+            return Err(format!("--send-buffer must be at most {} bytes", i32::MAX));
         }
         Ok(())
     }

@@ -45,6 +45,7 @@ use crate::fd_limit::fit_fd_limit;
 use crate::framing::FrameAssembler;
 use crate::handler::{Context, Handler, Outgoing};
 use crate::io_util::{interrupted, would_block};
+use crate::listener;
 use crate::stats::{Snapshot, Stats};
 use crate::sys;
 use crate::throttle::Throttle;
@@ -210,7 +211,7 @@ impl<H: Handler> Server<H> {
             .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
         let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on");
         for addr in addrs {
-            match TcpListener::bind(*addr) {
+            match listener::listen(*addr, config.backlog, config.send_buffer) {
                 Ok(listener) => return Self::with_listener(listener, config, handler),
                 Err(e) => last_err = e,
             }

@@ -64,6 +64,7 @@ mod fd_limit;
 pub mod framing;
 mod handler;
 mod io_util;
+mod listener;
 mod stats;
 mod sys;
 mod throttle;

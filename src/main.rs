@@ -61,6 +61,14 @@ struct Cli {
     #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = parse_seconds)]
     idle_timeout: Duration,
 
+    /// Listen backlog: connections the kernel completes while the loop is busy (capped by net.core.somaxconn)
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = parse_backlog)]
+    backlog: u32,
+
+    /// SO_SNDBUF for every connection, in bytes; 0 leaves it to the kernel's autotuning
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    send_buffer: usize,
+
     /// Log level: off, error, warn, info, debug or trace [default: info, or as RUST_LOG says]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<LevelFilter>,
@@ -93,6 +101,16 @@ fn parse_at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("`{s}` is not a whole number of at least 1")),
+    }
+}
+
+fn parse_backlog(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=i32::MAX as u32).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a whole number between 1 and {}",
+            i32::MAX
+        )),
     }
 }
 
@@ -164,6 +182,8 @@ fn main() -> ExitCode {
         max_connections: cli.max_connections,
         drain_timeout: cli.drain_timeout,
         idle_timeout: (!cli.idle_timeout.is_zero()).then_some(cli.idle_timeout),
+        backlog: cli.backlog,
+        send_buffer: (cli.send_buffer > 0).then_some(cli.send_buffer),
     };
     if let Err(msg) = config.validate() {
         Cli::command()

@@ -49,3 +49,58 @@ fn paused_connection_does_not_hold_up_others() {
         roundtrip(&mut other, &line, &line);
     }
 }
+
+#[test]
+fn memory_stays_bounded_when_every_write_comes_up_short() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    // Clients that write and read at the same time while the server's
+    // writes are short: its output rarely
+    // empties, and reading resumes before it does. Bytes already written
+    // must be released then too, not only when the output empties.
+    // A small send buffer (as under TCP memory pressure, or with
+    // net.ipv4.tcp_wmem capped) makes every write to these clients short.
+    let server = Server::start(&["--send-buffer", "32768"]);
+    let baseline_kib = server.rss_kib();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for tag in 0..20 {
+        let c = server.connect();
+        let mut w = c.try_clone().unwrap();
+        let stop_w = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut k = 0;
+            while !stop_w.load(Ordering::Relaxed) {
+                if w.write_all(&test_line(tag, k, 200)).is_err() {
+                    break;
+                }
+                k += 1;
+            }
+            let _ = w.shutdown(std::net::Shutdown::Write);
+        }));
+        let mut r = c;
+        threads.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+        }));
+    }
+    let mut peak_kib = 0;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(250));
+        peak_kib = peak_kib.max(server.rss_kib().saturating_sub(baseline_kib));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Bounded: 20 connections × (water marks + one read's replies) is a few
+    // MiB. Unbounded, every byte ever echoed stays: hundreds of MiB.
+    assert!(
+        peak_kib < 48 * 1024,
+        "server RSS grew by {peak_kib} KiB with short writes"
+    );
+}

@@ -95,6 +95,12 @@ fn bad_command_lines_exit_two_without_panic() {
         &["--framing", "fixed:0"],
         &["--framing", "fixed:100", "--max-frame", "10"],
         &["--log-level", "loud"],
+        &["--backlog", "0"],
+        &["--backlog", "lots"],
+        &["--backlog", "3000000000"],
+        &["--send-buffer", "-1"],
+        &["--send-buffer", "big"],
+        &["--send-buffer", "9999999999"],
         &["--no-such-flag"],
         &["stray-argument"],
     ];
@@ -126,6 +132,8 @@ fn help_lists_every_flag_with_default_and_unit() {
         "--idle-timeout <SECONDS>",
         "[default: 0]",
         "--log-level <LEVEL>",
+        "--backlog <N>",
+        "--send-buffer <BYTES>",
         "--version",
         "Exit status",
     ] {

@@ -209,3 +209,27 @@ fn bursts_of_reset_clients_leave_the_server_serving() {
     assert!(server.is_running());
     server.stop_expecting(0);
 }
+
+#[test]
+fn a_burst_of_connects_while_the_loop_is_busy_fits_in_the_backlog() {
+    // Stopped, the server stands for a loop busy elsewhere: the kernel
+    // completes handshakes into the accept queue on its own. Once that queue
+    // is full, it drops SYNs and each client retries only after a second
+    // (then 3 s): with mio's default backlog of 128, connect number 130
+    // would time out here.
+    let server = Server::start(&[]);
+    server.signal(Signal::STOP);
+    std::thread::sleep(Duration::from_millis(100));
+    let burst: Vec<TcpStream> = (0..600)
+        .map(|i| {
+            TcpStream::connect_timeout(&server.addr, Duration::from_millis(2500))
+                .unwrap_or_else(|e| panic!("connect {i} of the burst stalled: {e}"))
+        })
+        .collect();
+    server.signal(Signal::CONT);
+    // Every one of them is then served.
+    for (i, mut c) in burst.into_iter().enumerate() {
+        let line = test_line(i, 0, 20);
+        roundtrip(&mut c, &line, &line);
+    }
+}
