@@ -446,26 +446,30 @@ impl<H: Handler> Server<H> {
 
     // --------------------------------------------------------------- signals
 
+    /// Reads every signal that arrived since the last event. Each stop
+    /// signal counts: the first starts the drain, any other forces the exit,
+    /// even when both arrive in one batch (`kill -TERM` then `kill -INT` at
+    /// once). signal-hook reports each kind of signal once per batch, as the
+    /// kernel does for pending signals: two SIGTERMs this close are one.
     fn handle_signals(&mut self) {
-        let mut stop = None;
         let mut report_stats = false;
+        let mut stops = Vec::new();
         for signal in self.signals.pending() {
             match signal {
                 SIGUSR1 => report_stats = true,
-                other => {
-                    stop = Some(signal_hook::low_level::signal_name(other).unwrap_or("signal"))
-                }
+                other => stops.push(signal_hook::low_level::signal_name(other).unwrap_or("signal")),
             }
         }
         if report_stats {
             info!("stats: {}", self.snapshot());
         }
-        let Some(name) = stop else { return };
-        match &mut self.drain {
-            None => self.start_drain(name),
-            Some(drain) => {
-                warn!("{name} during the drain: exiting now");
-                drain.forced = true;
+        for name in stops {
+            match &mut self.drain {
+                None => self.start_drain(name),
+                Some(drain) => {
+                    warn!("{name} during the drain: exiting now");
+                    drain.forced = true;
+                }
             }
         }
     }
@@ -820,7 +824,8 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Removes `id` and closes its socket. Dropping the stream closes the
+    /// Removes `id` and closes its socket. One cut off with output still
+    /// undelivered is reset (see `abort`); every other one gets a FIN. Dropping the stream closes the
     /// fd, which also takes it out of the epoll set: no `epoll_ctl` needed.
     fn destroy(&mut self, id: ConnId, how: Ending) {
         if self.conn_mut(id).is_none() {
@@ -845,8 +850,14 @@ impl<H: Handler> Server<H> {
             }
         }
         let Connection {
-            stream, waiters, ..
+            stream,
+            waiters,
+            output,
+            ..
         } = conn;
+        if matches!(how, Ending::CutOff) && !output.is_empty() {
+            abort(&stream);
+        }
         drop(stream);
         self.wake_waiters(waiters);
         self.handler
@@ -956,6 +967,17 @@ impl<H: Handler> Server<H> {
                 );
             }
         }
+    }
+}
+
+/// Makes the coming close abortive: with `SO_LINGER` set to zero seconds,
+/// `close` discards unsent data and sends RST instead of FIN (TCP's ABORT).
+/// Used when we give up on a connection that is still owed output: a FIN
+/// after a truncated echo would tell the client that the stream ended
+/// normally, which is a lie; RST tells it that the server gave up on it.
+fn abort(stream: &TcpStream) {
+    if let Err(e) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        debug!("SO_LINGER for an abortive close: {e}");
     }
 }
 

@@ -1,6 +1,8 @@
 //! Graceful drain on SIGTERM/SIGINT/SIGQUIT/SIGHUP: listener closed at once,
-//! every echo owed delivered, a clean FIN (never RST), prompt exit, one
-//! deadline, a second signal to force, and the exit statuses.
+//! every echo owed delivered, a clean FIN (never RST) for every connection
+//! that got all it was owed, prompt exit, one deadline, a second signal to
+//! force, RST for connections cut off with output undelivered, and the exit
+//! statuses.
 
 mod common;
 
@@ -271,4 +273,61 @@ fn one_deadline_covers_all_connections() {
     assert!(took < Duration::from_millis(4500), "took {took:?}");
     assert!(server.log().contains("3 cut off"), "{}", server.log());
     drop(stuck);
+}
+
+#[test]
+fn two_stop_signals_sent_back_to_back_both_count() {
+    // Sent this close, both land in one read of the signal pipe: the second
+    // must still force the exit rather than merge into the first.
+    for second in [Signal::INT, Signal::HUP] {
+        let mut server = Server::start(&["--drain-timeout", "60"]);
+        let (c, writer) = stuck_client(&server);
+        server.signal(Signal::TERM);
+        server.signal(second);
+        let status = server
+            .wait_exit(PATIENCE)
+            .expect("the second signal forces the exit, long before the deadline");
+        assert_eq!(status.code(), Some(3), "{second:?}: {}", server.log());
+        assert!(server.log().contains("during the drain: exiting now"));
+        drop(c);
+        let _ = writer.join();
+    }
+}
+
+#[test]
+fn cut_off_connections_are_reset_and_finished_ones_get_fin() {
+    // At the deadline and on a second signal alike: a connection still owed
+    // output is reset (a FIN after a truncated echo would claim the stream
+    // ended normally), while one that got everything keeps its clean FIN.
+    for force in [false, true] {
+        let timeout = if force { "60" } else { "1" };
+        let mut server = Server::start(&["--drain-timeout", timeout, "--log-level", "debug"]);
+        let mut done = server.connect_echoed(1).remove(0);
+        let (mut stuck, writer) = stuck_client(&server);
+        server.signal(Signal::TERM);
+        assert!(server.wait_for_log("draining", PATIENCE));
+        assert_eq!(read_end(&mut done), End::Eof, "force: {force}");
+        drop(done);
+        assert!(server.wait_for_log("#1 closed", PATIENCE));
+        if force {
+            server.signal(Signal::INT);
+        }
+        let status = server.wait_exit(PATIENCE).expect("exits");
+        assert_eq!(status.code(), Some(3), "{}", server.log());
+        assert!(
+            server
+                .log()
+                .contains("1 connections closed cleanly, 1 cut off"),
+            "{}",
+            server.log()
+        );
+        let (echoed, end) = read_until_end(&mut stuck);
+        assert_eq!(
+            end,
+            End::Reset,
+            "force: {force}; after {} echoed bytes",
+            echoed.len()
+        );
+        let _ = writer.join();
+    }
 }
