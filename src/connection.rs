@@ -1,6 +1,6 @@
 //! One client connection: its socket, where it is in its life, and its buffers.
 //!
-//! The event loop (`event_loop.rs`) decides *when* to read, write and close;
+//! The event loop (`event_loop/`) decides *when* to read, write and close;
 //! this file holds *what* a connection is and the two I/O primitives it needs
 //! (write out what is pending, read and throw away). An idle connection costs
 //! only this struct: both buffers are empty `Vec`s that own no memory.

@@ -18,7 +18,15 @@
 //! ## Map
 //! | file | what it is for |
 //! |---|---|
-//! | `event_loop.rs` | the loop: poll, accept, read, write, drain, timers |
+//! | `event_loop/mod.rs` | the loop: `Server`, `run`, the dispatch on the token |
+//! | `event_loop/accept.rs` | accepting, the connection cap, EMFILE |
+//! | `event_loop/read.rs` | reading, frames, EOF, the stale-token check |
+//! | `event_loop/write.rs` | writing, backpressure |
+//! | `event_loop/close.rs` | lingering close, FIN, RST when cut off |
+//! | `event_loop/drain.rs` | signals and the graceful drain |
+//! | `event_loop/timeouts.rs` | idle timeout, close deadlines, accept retry |
+//! | `event_loop/observe.rs` | stats snapshot, trace narration |
+//! | `listener.rs` | the listening socket and its backlog |
 //! | `connection.rs` | one connection: state, buffers, write-out, discard |
 //! | `framing.rs` | cutting a byte stream into frames; pure, no I/O |
 //! | `handler.rs` | the [`Handler`] seam between loop and application |

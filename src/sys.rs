@@ -1,4 +1,4 @@
-//! The only `unsafe` in the crate: two Linux calls that std does not wrap.
+//! The only `unsafe` in the crate: three Linux calls that std does not wrap.
 //!
 //! - `SIOCOUTQ`: how many bytes of a TCP socket's output the peer has not yet
 //!   acknowledged. After `shutdown(Write)`, 0 means the peer holds every byte

@@ -1,0 +1,271 @@
+//! The event loop: one thread, one `mio::Poll`, every socket in it.
+//!
+//! This is the heart of the project, in the style of Redis's `ae.c`: wait for
+//! readiness, dispatch on the token, do the work, repeat. Try it:
+//!
+//! ```text
+//! make run                     # serves on 127.0.0.1:8000
+//! nc 127.0.0.1 8000            # type lines, get them back
+//! kill -TERM <pid>             # graceful drain
+//! reactor-echo --log-level trace   # the loop narrates its work
+//! ```
+//!
+//! One turn of the loop (`Server::run`, below):
+//! 1. `poll` blocks until a socket is ready, a signal arrives, or the nearest
+//!    deadline passes (none: it blocks indefinitely).
+//! 2. For each event, one `match` on its token: the listener accepts, the
+//!    signal pipe starts a drain, a connection reads frames, hands them to
+//!    the [`Handler`] and writes the replies at once, in the same turn (only
+//!    a partial write waits for a writable event).
+//! 3. Connections that were paused for backpressure and have drained are
+//!    read again; expired timers fire; a finished drain ends the loop.
+//!
+//! Every socket is registered once, edge-triggered, for READABLE | WRITABLE,
+//! and never re-registered. Under edge triggering each wakeup reports the
+//! socket's whole readiness (so most events say readable *and* writable),
+//! but the kernel wakes us *because of* write space only after a write found
+//! the send buffer full. So the standing write interest costs no wakeups,
+//! and steady state makes no `epoll_ctl` calls at all.
+//!
+//! The rest of the loop lives next door, one concern per file, each an
+//! `impl Server` block:
+//!
+//! | file | what it does | explained in |
+//! |---|---|---|
+//! | `accept.rs` | accepting, the connection cap, running out of fds (EMFILE) | `docs/architecture.md` |
+//! | `read.rs` | a connection's event: reading, framing, delivering frames, EOF | `docs/framing.md`, `docs/syscalls.md` |
+//! | `write.rs` | writing replies, backpressure (pause and resume) | `docs/architecture.md` |
+//! | `close.rs` | closing: the lingering close, FIN, RST when cut off | `docs/shutdown.md` |
+//! | `drain.rs` | signals and the graceful drain (shutdown) | `docs/shutdown.md` |
+//! | `timeouts.rs` | timers: idle timeout, close deadlines, accept retry | `docs/architecture.md` |
+//! | `observe.rs` | the stats snapshot (SIGUSR1) and trace narration | `README.md` |
+
+mod accept;
+mod close;
+mod drain;
+mod observe;
+mod read;
+mod timeouts;
+mod write;
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::{Level, info, log_enabled, trace};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+use slab::Slab;
+
+use crate::config::Config;
+use crate::connection::{ConnId, Connection};
+use crate::fd_limit::fit_fd_limit;
+use crate::handler::{Handler, Outgoing};
+use crate::io_util::interrupted;
+use crate::listener;
+use crate::stats::Stats;
+use crate::throttle::Throttle;
+use crate::timers::Timers;
+
+use drain::Drain;
+pub use drain::DrainReport;
+use read::Readiness;
+
+// Reserved tokens. Connection tokens carry a slab key in their low 32 bits
+// (see `ConnId::token`), and slab keys stay far below these.
+const LISTENER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
+
+/// Events taken from the kernel per `poll`.
+const EVENTS_PER_POLL: usize = 1024;
+/// The loop's one read buffer, shared by all connections.
+const READ_BUFFER: usize = 64 * 1024;
+/// Stop reading from a connection once output it caused backs up past this...
+const HIGH_WATER: usize = 64 * 1024;
+/// ...and start again once that output drains below this.
+const LOW_WATER: usize = 16 * 1024;
+/// Reads per connection per turn before others get their turn.
+const READS_PER_TURN: usize = 16;
+/// How long a closing connection (not drain) may take to flush and close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// When accepting fails and cannot be worked around, try again after this
+/// (nginx re-enables accept after a delay too).
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+// Connection tokens are (serial << 32 | key); they need 64-bit tokens.
+const _: () = assert!(usize::BITS >= 64, "reactor-echo needs a 64-bit target");
+
+/// A TCP server on one hand-rolled event loop, serving one [`Handler`].
+pub struct Server<H: Handler> {
+    poll: Poll,
+    /// `None` once draining: the listening socket is closed at once.
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Signals,
+    conns: Slab<Connection>,
+    handler: H,
+    config: Config,
+    read_buf: Box<[u8]>,
+    outgoing: Outgoing,
+    /// Connections to read again this turn: unpaused, or out of read budget.
+    resume: Vec<ConnId>,
+    timers: Timers,
+    /// The loop's clock, read once per turn (as libuv's `uv_now`).
+    now: Instant,
+    next_serial: u32,
+    /// An fd held in reserve, released to shed clients when fds run out.
+    spare_fd: Option<File>,
+    accept_paused_until: Option<Instant>,
+    drain: Option<Drain>,
+    report: DrainReport,
+    stats: Stats,
+    over_capacity_log: Throttle,
+    out_of_fds_log: Throttle,
+}
+
+impl<H: Handler> Server<H> {
+    /// Listens on the first of `addrs` that can be bound, and gets ready to
+    /// serve. Also takes over SIGTERM, SIGINT, SIGQUIT and SIGHUP (graceful
+    /// drain; a second one exits at once) and SIGUSR1 (log statistics), and
+    /// raises the open-file limit to fit `config.max_connections`.
+    pub fn bind(addrs: &[SocketAddr], config: Config, handler: H) -> io::Result<Self> {
+        config
+            .validate()
+            .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
+        let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on");
+        for addr in addrs {
+            match listener::listen(*addr, config.backlog, config.send_buffer) {
+                Ok(listener) => return Self::with_listener(listener, config, handler),
+                Err(e) => last_err = e,
+            }
+        }
+        Err(last_err)
+    }
+
+    fn with_listener(mut listener: TcpListener, config: Config, handler: H) -> io::Result<Self> {
+        fit_fd_limit(config.max_connections);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        // signal-hook's handler writes a byte to a socketpair (the self-pipe
+        // trick); its read end is a source like any socket, so signals
+        // arrive as ordinary events.
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Server {
+            poll,
+            local_addr: listener.local_addr()?,
+            listener: Some(listener),
+            signals,
+            conns: Slab::new(),
+            handler,
+            config,
+            read_buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            outgoing: Outgoing::default(),
+            resume: Vec::new(),
+            timers: Timers::default(),
+            now: Instant::now(),
+            next_serial: 0,
+            spare_fd: File::open("/dev/null").ok(),
+            accept_paused_until: None,
+            drain: None,
+            report: DrainReport::default(),
+            stats: Stats::default(),
+            over_capacity_log: Throttle::new(Duration::from_secs(1)),
+            out_of_fds_log: Throttle::new(Duration::from_secs(1)),
+        })
+    }
+
+    /// The address actually bound (with the real port for `:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until a signal starts a drain and the drain ends.
+    pub fn run(mut self) -> io::Result<DrainReport> {
+        let mut events = Events::with_capacity(EVENTS_PER_POLL);
+        loop {
+            let timeout = self.poll_timeout();
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                // A signal landed while we slept; its byte is in the
+                // socketpair and shows up as an event on the next poll.
+                Err(ref e) if interrupted(e) => {}
+                Err(e) => return Err(e),
+            }
+            self.now = Instant::now();
+            self.stats.loop_turns += 1;
+            // Checked once per turn: narration costs nothing below `trace`.
+            let narrate = log_enabled!(Level::Trace);
+            if narrate {
+                let n = events.iter().count();
+                trace!(
+                    "turn {}: {n} events (timeout {timeout:?})",
+                    self.stats.loop_turns
+                );
+            }
+            for event in events.iter() {
+                self.stats.events += 1;
+                let before = narrate.then_some(self.stats);
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    SIGNALS => self.handle_signals(),
+                    token => self.connection_event(ConnId::from_token(token), Readiness::of(event)),
+                }
+                self.flush_dirty(None);
+                if let Some(before) = before {
+                    self.narrate(event, &before);
+                }
+            }
+            self.resume_readers();
+            self.run_timers();
+            if let Some(report) = self.finish_drain() {
+                info!("stats: {}", self.snapshot());
+                return Ok(report);
+            }
+        }
+    }
+
+    /// Time until the nearest deadline; `None` (block indefinitely) if none.
+    fn poll_timeout(&self) -> Option<Duration> {
+        if !self.resume.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let next = [
+            self.timers.next_deadline(),
+            self.accept_paused_until,
+            self.drain.map(|d| d.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()?;
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    /// The connection `id` names, if it is still open: its slab slot must
+    /// hold the same serial, not a newer connection that reused the slot.
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Connection> {
+        self.conns.get_mut(id.key()).filter(|c| c.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_tokens_never_name_a_slab_slot() {
+        for token in [LISTENER, SIGNALS] {
+            assert!(ConnId::from_token(token).key() >= Config::MAX_CONNECTIONS_LIMIT);
+        }
+        let id = ConnId {
+            key: 7,
+            serial: u32::MAX,
+        };
+        assert_eq!(ConnId::from_token(id.token()), id);
+    }
+}
