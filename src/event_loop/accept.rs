@@ -6,20 +6,27 @@
 //! `WouldBlock`. When `accept` fails for lack of fds, the waiting clients
 //! would otherwise get no new event and hang; `out_of_fds` is libuv's
 //! "EMFILE trick". See `docs/architecture.md`.
+//!
+//! [`Acceptor`] is the listening side on its own, so that the single loop
+//! and the coordinator of `--workers` (`src/workers.rs`) accept the same way:
+//! the loop registers what it accepts itself, the coordinator hands it to a
+//! worker.
 
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
 use mio::Interest;
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 
 use super::{ACCEPT_RETRY, Server};
 use crate::connection::{ConnId, Connection};
 use crate::framing::FrameAssembler;
 use crate::handler::{Context, Handler};
 use crate::io_util::{interrupted, would_block};
+use crate::throttle::Throttle;
 use crate::timers::Timer;
 
 /// What a failed `accept` means for the loop.
@@ -58,41 +65,164 @@ impl AcceptError {
     }
 }
 
-impl<H: Handler> Server<H> {
-    /// Accepts every waiting connection. Edge-triggered: the listener fires
-    /// once for any number of them, so accept until `WouldBlock`.
-    pub(super) fn accept_all(&mut self) {
-        if self.accept_paused_until.is_some() {
-            return;
+/// The listening socket, and what accepting from it safely takes: the
+/// connection cap, a spare fd for running out of fds, and a pause after an
+/// unexpected failure.
+pub(crate) struct Acceptor {
+    /// `None` once draining (the socket is closed at once), and in a worker
+    /// of `--workers`, which never listens.
+    listener: Option<TcpListener>,
+    max_connections: usize,
+    /// An fd held in reserve, released to shed clients when fds run out.
+    spare_fd: Option<File>,
+    /// Set after a failure that cannot be worked around: accept again then.
+    paused_until: Option<Instant>,
+    over_capacity_log: Throttle,
+    out_of_fds_log: Throttle,
+}
+
+impl Acceptor {
+    pub(crate) fn new(listener: Option<TcpListener>, max_connections: usize) -> Self {
+        Acceptor {
+            spare_fd: listener.as_ref().and_then(|_| File::open("/dev/null").ok()),
+            listener,
+            max_connections,
+            paused_until: None,
+            over_capacity_log: Throttle::new(Duration::from_secs(1)),
+            out_of_fds_log: Throttle::new(Duration::from_secs(1)),
         }
-        while let Some(listener) = &self.listener {
+    }
+
+    /// The listening socket, to register it with a poll.
+    pub(crate) fn listener_mut(&mut self) -> Option<&mut TcpListener> {
+        self.listener.as_mut()
+    }
+
+    /// Stops listening: new connects are refused, and clients still waiting
+    /// in the backlog are reset, never served.
+    pub(crate) fn close(&mut self) {
+        self.listener = None;
+        self.paused_until = None;
+    }
+
+    /// When accepting is paused until, if it is.
+    pub(crate) fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// Whether a pause has just run out (then the caller accepts again: no
+    /// new event will come for clients that queued meanwhile).
+    pub(crate) fn pause_over(&mut self, now: Instant) -> bool {
+        if self.paused_until.is_some_and(|at| at <= now) {
+            self.paused_until = None;
+            return true;
+        }
+        false
+    }
+
+    /// The next waiting client, or `None` once there is none for now (or
+    /// accepting is paused or closed). `open` is how many connections are
+    /// being served; clients over the cap, and clients shed when fds run
+    /// out, are closed here at once and counted in `rejected`.
+    pub(crate) fn next(
+        &mut self,
+        now: Instant,
+        open: usize,
+        rejected: &mut u64,
+    ) -> Option<(TcpStream, SocketAddr)> {
+        if self.paused_until.is_some() {
+            return None;
+        }
+        loop {
+            let listener = self.listener.as_ref()?;
             match listener.accept() {
-                Ok((stream, addr)) => self.open_connection(stream, addr),
-                Err(ref e) if would_block(e) => return,
-                Err(ref e) if interrupted(e) => continue,
-                Err(e) => {
-                    if !self.accept_failed(e) {
-                        return;
+                Ok((stream, addr)) => {
+                    if open < self.max_connections {
+                        return Some((stream, addr));
+                    }
+                    // Accept and close rather than leave it in the kernel's
+                    // backlog, where its client would wait forever. Dropping
+                    // `stream` closes it.
+                    *rejected += 1;
+                    if let Some(held_back) = self.over_capacity_log.hit(now) {
+                        warn!(
+                            "connection limit of {} reached: closing new connections at once \
+                             ({held_back} more since the last warning)",
+                            self.max_connections
+                        );
                     }
                 }
+                Err(ref e) if would_block(e) => return None,
+                Err(ref e) if interrupted(e) => continue,
+                Err(e) => match AcceptError::of(&e) {
+                    AcceptError::OutOfFds => {
+                        *rejected += self.out_of_fds(e, now, open);
+                        return None;
+                    }
+                    AcceptError::ThisConnection => {
+                        debug!("accept: {e}; skipping that connection");
+                    }
+                    AcceptError::Unexpected => {
+                        error!("accept failed: {e}; trying again in {ACCEPT_RETRY:?}");
+                        self.paused_until = Some(now + ACCEPT_RETRY);
+                        return None;
+                    }
+                },
             }
         }
     }
 
-    fn open_connection(&mut self, mut stream: TcpStream, addr: SocketAddr) {
-        if self.conns.len() >= self.config.max_connections {
-            // Accept and close rather than leave it in the kernel's backlog,
-            // where its client would wait forever. Dropping `stream` closes it.
-            self.stats.rejected += 1;
-            if let Some(held_back) = self.over_capacity_log.hit(self.now) {
-                warn!(
-                    "connection limit of {} reached: closing new connections at once \
-                     ({held_back} more since the last warning)",
-                    self.config.max_connections
-                );
+    /// Out of file descriptors. Failing `accept` leaves the client queued,
+    /// and under edge triggering no new event comes for it: it would hang
+    /// until some other client connects. libuv's `uv__emfile_trick`: close
+    /// the spare fd kept for this moment, accept and close each waiting
+    /// client (they see EOF at once), then take the spare back. If there is
+    /// no spare, stop accepting and retry on a timer (as nginx does); the
+    /// timer also serves the backlog once fds free up, with no new event.
+    /// Returns how many clients were shed.
+    fn out_of_fds(&mut self, e: io::Error, now: Instant, open: usize) -> u64 {
+        let mut shed = 0u64;
+        if self.spare_fd.take().is_some() {
+            while let Some(listener) = &self.listener {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        drop(stream);
+                        shed += 1;
+                    }
+                    Err(ref e) if interrupted(e) => continue,
+                    Err(_) => break,
+                }
             }
-            return;
+            self.spare_fd = File::open("/dev/null").ok();
         }
+        if self.spare_fd.is_none() {
+            self.paused_until = Some(now + ACCEPT_RETRY);
+        }
+        if let Some(held_back) = self.out_of_fds_log.hit(now) {
+            warn!(
+                "accept: {e} ({open} connections open); closed {shed} waiting connections at once \
+                 ({held_back} more such warnings held back)"
+            );
+        }
+        shed
+    }
+}
+
+impl<H: Handler> Server<H> {
+    /// Accepts every waiting connection. Edge-triggered: the listener fires
+    /// once for any number of them, so accept until `WouldBlock`.
+    pub(super) fn accept_all(&mut self) {
+        while let Some((stream, addr)) =
+            self.acceptor
+                .next(self.now, self.conns.len(), &mut self.stats.rejected)
+        {
+            self.open_connection(stream, addr);
+        }
+    }
+
+    /// Serves a connection accepted here or handed over by the coordinator
+    /// of `--workers`: registers it with this loop's poll, once, for good.
+    pub(super) fn open_connection(&mut self, mut stream: TcpStream, addr: SocketAddr) {
         // Replies are small: without TCP_NODELAY, Nagle's algorithm holds
         // one back until the previous is acknowledged, and a client's delayed
         // ACK makes that up to 40 ms.
@@ -122,60 +252,6 @@ impl<H: Handler> Server<H> {
         }
         self.handler
             .on_open(&mut Context::new(&mut self.conns, &mut self.outgoing), id);
-    }
-
-    /// Deals with a failed `accept`; returns whether to keep accepting.
-    fn accept_failed(&mut self, e: io::Error) -> bool {
-        match AcceptError::of(&e) {
-            AcceptError::OutOfFds => {
-                self.out_of_fds(e);
-                false
-            }
-            AcceptError::ThisConnection => {
-                debug!("accept: {e}; skipping that connection");
-                true
-            }
-            AcceptError::Unexpected => {
-                error!("accept failed: {e}; trying again in {ACCEPT_RETRY:?}");
-                self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
-                false
-            }
-        }
-    }
-
-    /// Out of file descriptors. Failing `accept` leaves the client queued,
-    /// and under edge triggering no new event comes for it: it would hang
-    /// until some other client connects. libuv's `uv__emfile_trick`: close
-    /// the spare fd kept for this moment, accept and close each waiting
-    /// client (they see EOF at once), then take the spare back. If there is
-    /// no spare, stop accepting and retry on a timer (as nginx does); the
-    /// timer also serves the backlog once fds free up, with no new event.
-    fn out_of_fds(&mut self, e: io::Error) {
-        let mut shed = 0u64;
-        if self.spare_fd.take().is_some() {
-            while let Some(listener) = &self.listener {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        drop(stream);
-                        shed += 1;
-                    }
-                    Err(ref e) if interrupted(e) => continue,
-                    Err(_) => break,
-                }
-            }
-            self.spare_fd = File::open("/dev/null").ok();
-        }
-        if self.spare_fd.is_none() {
-            self.accept_paused_until = Some(self.now + ACCEPT_RETRY);
-        }
-        self.stats.rejected += shed;
-        if let Some(held_back) = self.out_of_fds_log.hit(self.now) {
-            warn!(
-                "accept: {e} ({} connections open); closed {shed} waiting connections at once \
-                 ({held_back} more such warnings held back)",
-                self.conns.len()
-            );
-        }
     }
 }
 

@@ -77,10 +77,7 @@ impl<H: Handler> Server<H> {
     /// Graceful shutdown: stop listening, stop taking input, deliver what is
     /// owed, close every connection cleanly, all under one deadline.
     fn start_drain(&mut self, signal: &str) {
-        // Closing the listener at once: new connects are refused, and clients
-        // still waiting in its backlog are reset, never served.
-        self.listener = None;
-        self.accept_paused_until = None;
+        self.acceptor.close();
         self.drain = Some(Drain {
             deadline: self.now + self.config.drain_timeout,
             forced: false,

@@ -48,7 +48,6 @@ mod read;
 mod timeouts;
 mod write;
 
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -67,9 +66,9 @@ use crate::handler::{Handler, Outgoing};
 use crate::io_util::interrupted;
 use crate::listener;
 use crate::stats::Stats;
-use crate::throttle::Throttle;
 use crate::timers::Timers;
 
+use accept::Acceptor;
 use drain::Drain;
 pub use drain::DrainReport;
 use read::Readiness;
@@ -101,8 +100,8 @@ const _: () = assert!(usize::BITS >= 64, "reactor-echo needs a 64-bit target");
 /// A TCP server on one hand-rolled event loop, serving one [`Handler`].
 pub struct Server<H: Handler> {
     poll: Poll,
-    /// `None` once draining: the listening socket is closed at once.
-    listener: Option<TcpListener>,
+    /// The listening socket (none in a worker of `--workers`).
+    acceptor: Acceptor,
     local_addr: SocketAddr,
     signals: Signals,
     conns: Slab<Connection>,
@@ -116,14 +115,9 @@ pub struct Server<H: Handler> {
     /// The loop's clock, read once per turn (as libuv's `uv_now`).
     now: Instant,
     next_serial: u32,
-    /// An fd held in reserve, released to shed clients when fds run out.
-    spare_fd: Option<File>,
-    accept_paused_until: Option<Instant>,
     drain: Option<Drain>,
     report: DrainReport,
     stats: Stats,
-    over_capacity_log: Throttle,
-    out_of_fds_log: Throttle,
 }
 
 impl<H: Handler> Server<H> {
@@ -159,7 +153,7 @@ impl<H: Handler> Server<H> {
         Ok(Server {
             poll,
             local_addr: listener.local_addr()?,
-            listener: Some(listener),
+            acceptor: Acceptor::new(Some(listener), config.max_connections),
             signals,
             conns: Slab::new(),
             handler,
@@ -170,13 +164,9 @@ impl<H: Handler> Server<H> {
             timers: Timers::default(),
             now: Instant::now(),
             next_serial: 0,
-            spare_fd: File::open("/dev/null").ok(),
-            accept_paused_until: None,
             drain: None,
             report: DrainReport::default(),
             stats: Stats::default(),
-            over_capacity_log: Throttle::new(Duration::from_secs(1)),
-            out_of_fds_log: Throttle::new(Duration::from_secs(1)),
         })
     }
 
@@ -237,7 +227,7 @@ impl<H: Handler> Server<H> {
         }
         let next = [
             self.timers.next_deadline(),
-            self.accept_paused_until,
+            self.acceptor.paused_until(),
             self.drain.map(|d| d.deadline),
         ]
         .into_iter()

@@ -13,8 +13,7 @@ use crate::timers::Timer;
 
 impl<H: Handler> Server<H> {
     pub(super) fn run_timers(&mut self) {
-        if self.accept_paused_until.is_some_and(|at| at <= self.now) {
-            self.accept_paused_until = None;
+        if self.acceptor.pause_over(self.now) {
             self.accept_all();
         }
         while let Some(timer) = self.timers.pop_expired(self.now) {
