@@ -4,9 +4,14 @@
 ADDR ?= 127.0.0.1:8000
 CARGO ?= cargo
 
-.PHONY: help run build test bench perf strace fuzz doc clean
+.PHONY: help run build test soak bench perf strace fuzz doc clean
 
 FUZZ_SECONDS ?= 60
+# make soak: seconds of load before SIGTERM, and extra server flags passed
+# verbatim (SOAK_ARGS="--workers 2"). CARGO_TARGET_DIR is honoured.
+SOAK_SECS ?= 60
+SOAK_ARGS ?=
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 help:  ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -17,11 +22,17 @@ run:  ## Build release and serve on $(ADDR) (talk to it: nc 127.0.0.1 8000)
 build:  ## Build the release binary (target/release/reactor-echo)
 	$(CARGO) build --release
 
-test:  ## Format check, clippy -D warnings, docs without warnings, and every test (unit, integration, doc)
+test:  ## Format check, clippy -D warnings, docs without warnings, every test (unit, integration, doc), a 20 s soak
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(CARGO) test --workspace
+	$(CARGO) build --quiet -p reactor-echo -p reactor-echo-bench --bins
+	$(TARGET_DIR)/debug/soak --server $(TARGET_DIR)/debug/reactor-echo --secs 20 -- $(SOAK_ARGS)
+
+soak:  ## Chaos soak: every fault at once for $(SOAK_SECS) s, bytes and RSS checked, then SIGTERM (SOAK_ARGS: server flags)
+	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
+	$(TARGET_DIR)/release/soak --server $(TARGET_DIR)/release/reactor-echo --secs $(SOAK_SECS) -- $(SOAK_ARGS)
 
 fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if missing)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked

@@ -1,0 +1,645 @@
+//! Chaos soak for reactor-echo: the real binary, a few hundred concurrent
+//! clients mixing every fault, every byte accounted for, for a minute or ten.
+//!
+//! ```text
+//! make soak                                  # 60 s, release build
+//! SOAK_SECS=600 make soak                    # a long run
+//! SOAK_ARGS="--workers 2" make soak          # extra server flags, verbatim
+//! soak --server target/release/reactor-echo [--secs 60] [--seed N]
+//!      [--workers 200] [--idlers 100] [--max-frame 32768]
+//!      [--drain-timeout 10] [-- SERVER_FLAGS...]
+//! ```
+//!
+//! It starts the server on `127.0.0.1:0` (the port comes from its
+//! `listening on ADDR` log line) and runs, all on loopback:
+//!
+//! - the clients of `bench/src/soak/clients.rs`: pipelined lines, 1-byte
+//!   fragmentation, huge bursts, binary lines, over-long lines, slow and
+//!   stalled readers, small receive buffers, half-closes, RSTs, idle
+//!   connections, bursts of connects; each checks its echo byte for byte;
+//! - between some clients and the server, the relay of
+//!   `bench/src/soak/relay.rs`, which re-segments, delays and coalesces;
+//! - a sampler of the server's RSS, once a second, which must stay flat;
+//! - at the end, SIGTERM while clients are busy, then the drain: every
+//!   well-behaved client must get all its echoes and a FIN, and the server
+//!   must exit 0.
+//!
+//! Prints the seed (`--seed` replays every random choice; the timing, and
+//! so the interleaving, is the machine's), progress every 5 s, and a
+//! summary table with a verdict. Exits 0 on PASS, 1 on FAIL, 2 on bad usage.
+
+#[path = "../soak/clients.rs"]
+mod clients;
+#[path = "../soak/content.rs"]
+mod content;
+#[path = "../soak/net.rs"]
+mod net;
+#[path = "../soak/relay.rs"]
+mod relay;
+#[path = "../soak/rng.rs"]
+mod rng;
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rustix::process::{Pid, Signal, kill_process};
+
+use clients::{Plan, Shared, Tally};
+use relay::RelayStats;
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Memory rule: the second half's peak RSS may exceed the first half's by
+/// half, plus this much slack for allocator noise. Growth at a steady rate
+/// `r` over a run of `T` seconds from a base `B` fails it once
+/// `r > (2B + 4 * RSS_SLACK) / T`: with B = 5 MiB, about 2 MiB/s in a 20 s
+/// run and 0.07 MiB/s in a 10-minute one. A bounded server passes however
+/// long it runs, since both halves see the same steady-state peak.
+const RSS_SLACK_KIB: u64 = 8 * 1024;
+
+struct Args {
+    server: PathBuf,
+    secs: u64,
+    seed: u64,
+    workers: usize,
+    idlers: usize,
+    max_frame: usize,
+    drain_timeout: u64,
+    server_args: Vec<String>,
+}
+
+const USAGE: &str = "usage: soak --server PATH [--secs 60] [--seed N] [--workers 200] \
+                     [--idlers 100] [--max-frame 32768] [--drain-timeout 10] [-- SERVER_FLAGS...]";
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        server: PathBuf::new(),
+        secs: 60,
+        seed: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| rng::mix(d.as_nanos() as u64)),
+        workers: 200,
+        idlers: 100,
+        max_frame: 32768,
+        drain_timeout: 10,
+        server_args: Vec::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        if flag == "--" {
+            a.server_args = args.collect();
+            break;
+        }
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--server" => a.server = PathBuf::from(&value),
+            "--secs" => a.secs = value.parse().map_err(|e| bad(&e))?,
+            "--seed" => {
+                a.seed = match value.strip_prefix("0x") {
+                    Some(hex) => u64::from_str_radix(hex, 16).map_err(|e| bad(&e))?,
+                    None => value.parse().map_err(|e| bad(&e))?,
+                }
+            }
+            "--workers" => a.workers = value.parse().map_err(|e| bad(&e))?,
+            "--idlers" => a.idlers = value.parse().map_err(|e| bad(&e))?,
+            "--max-frame" => a.max_frame = value.parse().map_err(|e| bad(&e))?,
+            "--drain-timeout" => a.drain_timeout = value.parse().map_err(|e| bad(&e))?,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if a.server.as_os_str().is_empty() {
+        return Err("--server PATH is required".into());
+    }
+    // Two halves of at least four one-second samples each, for the memory rule.
+    if a.secs < 8 {
+        return Err("--secs must be at least 8".into());
+    }
+    if a.max_frame < 256 {
+        return Err("--max-frame must be at least 256".into());
+    }
+    if a.workers == 0 {
+        return Err("--workers must be at least 1".into());
+    }
+    Ok(a)
+}
+
+/// The server's stderr as the soak keeps it: the last lines, and counts.
+#[derive(Default)]
+struct Log {
+    tail: VecDeque<String>,
+    warnings: u64,
+    errors: u64,
+    panics: u64,
+}
+
+struct Server {
+    child: Child,
+    pid: Pid,
+    addr: SocketAddr,
+    log: Arc<Mutex<Log>>,
+}
+
+impl Server {
+    /// Starts the server and waits for its `listening on ADDR` line. Its
+    /// stderr is read to the end on a thread, or the server would block
+    /// on a full pipe.
+    fn start(a: &Args) -> Result<Server, String> {
+        let mut cmd = Command::new(&a.server);
+        cmd.args(["--listen", "127.0.0.1:0"])
+            .args(["--max-frame", &a.max_frame.to_string()])
+            .args(["--drain-timeout", &a.drain_timeout.to_string()])
+            .args(&a.server_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        println!("server:  {cmd:?}");
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", a.server.display()))?;
+        let pid = Pid::from_child(&child);
+        let stderr = child.stderr.take().ok_or("no stderr pipe")?;
+        let log = Arc::new(Mutex::new(Log::default()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(at) = line.find("listening on ")
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
+                    }
+                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                    log.warnings += line.contains(" WARN ") as u64;
+                    log.errors += line.contains(" ERROR ") as u64;
+                    log.panics += line.contains("panicked") as u64;
+                    if log.tail.len() == 40 {
+                        log.tail.pop_front();
+                    }
+                    log.tail.push_back(line);
+                }
+            });
+        }
+        let mut server = Server {
+            child,
+            pid,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(text) => {
+                server.addr = text
+                    .parse()
+                    .map_err(|e| format!("`listening on {text}`: {e}"))?;
+                Ok(server)
+            }
+            Err(_) => {
+                let _ = server.child.kill();
+                let status = server.child.wait().ok();
+                Err(format!(
+                    "the server did not log `listening on ADDR` (exit status {status:?}); its log:\n{}",
+                    server.log_tail()
+                ))
+            }
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.tail.iter().map(|l| format!("  | {l}\n")).collect()
+    }
+
+    /// VmRSS in KiB, from /proc; `None` once the process is gone.
+    fn rss_kib(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid.as_raw_nonzero())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / MIB)
+}
+
+fn kib_as_mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// What the RSS samples say, and whether they pass the memory rule.
+struct Memory {
+    samples: Vec<u64>,
+    first: u64,
+    max: u64,
+    last: u64,
+    first_half_max: u64,
+    second_half_max: u64,
+    limit: u64,
+}
+
+impl Memory {
+    fn of(samples: Vec<u64>) -> Option<Memory> {
+        if samples.len() < 4 {
+            return None;
+        }
+        let half = samples.len() / 2;
+        let first_half_max = *samples[..half].iter().max()?;
+        Some(Memory {
+            first: samples[0],
+            max: *samples.iter().max()?,
+            last: *samples.last()?,
+            first_half_max,
+            second_half_max: *samples[half..].iter().max()?,
+            limit: first_half_max * 3 / 2 + RSS_SLACK_KIB,
+            samples,
+        })
+    }
+
+    fn flat(&self) -> bool {
+        self.second_half_max <= self.limit
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("soak: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("soak: FAIL: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(a: &Args) -> Result<bool, String> {
+    println!(
+        "soak:    seed {:#x}, {} s, {} workers + {} idlers + connect bursts (replay: --seed {:#x})",
+        a.seed, a.secs, a.workers, a.idlers, a.seed
+    );
+    let mut server = Server::start(a)?;
+    println!(
+        "server:  pid {}, listening on {}",
+        server.pid.as_raw_nonzero(),
+        server.addr
+    );
+    let stop_relay = Arc::new(AtomicBool::new(false));
+    let (relay_addr, relay) = relay::start(server.addr, a.seed, Arc::clone(&stop_relay))
+        .map_err(|e| format!("cannot start the relay: {e}"))?;
+    println!("relay:   {relay_addr} -> {}", server.addr);
+
+    let plan = Plan {
+        server: server.addr,
+        relay: relay_addr,
+        seed: a.seed,
+        workers: a.workers,
+        idlers: a.idlers,
+        max_frame: a.max_frame,
+        patience_after_term: Duration::from_secs(a.drain_timeout + 5),
+    };
+    let shared = Arc::new(Shared::default());
+    let clients = {
+        let shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("soak-clients".into())
+            .spawn(move || clients::run(&plan, &shared))
+            .map_err(|e| format!("cannot start the client thread: {e}"))?
+    };
+
+    // The run: one RSS sample a second, a progress line every 5 s.
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut early_exit: Option<ExitStatus> = None;
+    for second in 1..=a.secs {
+        std::thread::sleep(
+            (start + Duration::from_secs(second)).saturating_duration_since(Instant::now()),
+        );
+        if let Ok(Some(status)) = server.child.try_wait() {
+            early_exit = Some(status);
+            break;
+        }
+        if let Some(kib) = server.rss_kib() {
+            samples.push(kib);
+        }
+        if second % 5 == 0 {
+            println!(
+                "t={second:>4}s  clients {:>6}  open {:>4}  sent {:>10}  echoed {:>10}  rss {:>9}  violations {}",
+                shared.started.load(Ordering::Relaxed),
+                shared.open.load(Ordering::Relaxed),
+                mib(shared.sent.load(Ordering::Relaxed)),
+                mib(shared.echoed.load(Ordering::Relaxed)),
+                samples.last().map_or("-".into(), |&k| kib_as_mib(k)),
+                shared.violations.load(Ordering::Relaxed),
+            );
+        }
+    }
+
+    // SIGTERM while the clients are busy. The moment is published first, so
+    // that any EOF a client reads while it is unset came before the drain.
+    let term = Instant::now();
+    let _ = shared.term.set(term);
+    let mut exit: Option<ExitStatus> = early_exit;
+    let mut drain_time = None;
+    let mut killed = false;
+    if early_exit.is_none() {
+        kill_process(server.pid, Signal::TERM).map_err(|e| format!("kill -TERM: {e}"))?;
+        let give_up = term + Duration::from_secs(a.drain_timeout + 10);
+        loop {
+            match server.child.try_wait() {
+                Ok(Some(status)) => {
+                    drain_time = Some(term.elapsed());
+                    exit = Some(status);
+                    break;
+                }
+                Ok(None) if Instant::now() < give_up => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                _ => {
+                    // Past its own deadline: hung. Take it down and fail.
+                    let _ = server.child.kill();
+                    exit = server.child.wait().ok();
+                    killed = true;
+                    break;
+                }
+            }
+        }
+    }
+    let tally = clients
+        .join()
+        .map_err(|_| "the client thread panicked".to_string())?
+        .map_err(|e| format!("the client loop failed: {e}"))?;
+    stop_relay.store(true, Ordering::Relaxed);
+    let relay_stats = relay
+        .join()
+        .map_err(|_| "the relay thread panicked".to_string())?
+        .map_err(|e| format!("the relay failed: {e}"))?;
+
+    let memory = Memory::of(samples);
+    let verdict = report(
+        a,
+        &server,
+        &tally,
+        &relay_stats,
+        memory.as_ref(),
+        exit,
+        early_exit.is_some(),
+        killed,
+        drain_time,
+    );
+    Ok(verdict)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    a: &Args,
+    server: &Server,
+    t: &Tally,
+    r: &RelayStats,
+    memory: Option<&Memory>,
+    exit: Option<ExitStatus>,
+    early_exit: bool,
+    killed: bool,
+    drain_time: Option<Duration>,
+) -> bool {
+    let mut failures: Vec<String> = Vec::new();
+    let row = |what: &str, value: String| println!("| {what:<28} | {value} |");
+    println!();
+    println!("| {:<28} | value |", "what");
+    println!("|{}|{}|", "-".repeat(30), "-".repeat(50));
+    row(
+        "seed, duration",
+        format!("{:#x}, {} s of load", a.seed, a.secs),
+    );
+    row(
+        "clients",
+        format!(
+            "{} ({} workers, {} idlers, {} in {} connect bursts)",
+            t.workers + t.idlers + t.burst_conns,
+            t.workers,
+            t.idlers,
+            t.burst_conns,
+            t.bursts
+        ),
+    );
+    row(
+        "bytes sent / echoed",
+        format!("{} / {}", mib(t.sent), mib(t.echoed)),
+    );
+    row(
+        "writes",
+        format!(
+            "{} pipelined, {} fragmented ({} writes of 1-3 B), {} bursts ({})",
+            t.pipelined_ops,
+            t.fragmented_ops,
+            t.fragment_writes,
+            t.burst_ops,
+            mib(t.burst_bytes)
+        ),
+    );
+    row(
+        "client profiles",
+        format!(
+            "{} binary, {} small SO_RCVBUF, {} slow readers, {} TCP_NODELAY",
+            t.binary, t.small_rcvbuf, t.slow_readers, t.nodelay
+        ),
+    );
+    row(
+        "faults",
+        format!(
+            "{} read stalls, {} over-long lines, {} half-closes ({} after a partial line), {} RST aborts",
+            t.stalls, t.overlongs, t.half_closes, t.partial_last_lines, t.aborts
+        ),
+    );
+    row(
+        "idle connections",
+        format!("{} silent, {} after one line", t.idle_silent, t.idle_hello),
+    );
+    row(
+        "relay",
+        format!(
+            "{} connections ({} small SO_RCVBUF to server), {} up / {} down",
+            r.pairs,
+            r.small_rcvbuf,
+            mib(r.bytes_up),
+            mib(r.bytes_down)
+        ),
+    );
+    row(
+        "relay segmentation",
+        format!(
+            "{} writes: {} split a read, {} coalesced reads, {} of 1 B; {} delayed",
+            r.writes, r.splits, r.coalesced, r.one_byte_writes, r.delayed
+        ),
+    );
+    row(
+        "relay resets passed on",
+        format!(
+            "{} from clients, {} from the server; {} connects refused, {} discarded",
+            r.resets_from_client,
+            r.resets_from_server,
+            r.connect_failed,
+            mib(r.discarded)
+        ),
+    );
+    row(
+        "slowest connect",
+        format!("{:.1} ms", t.max_connect.as_secs_f64() * 1e3),
+    );
+    if let Some(m) = memory {
+        row(
+            "server RSS first / max / last",
+            format!(
+                "{} / {} / {}",
+                kib_as_mib(m.first),
+                kib_as_mib(m.max),
+                kib_as_mib(m.last)
+            ),
+        );
+        row(
+            "RSS halves (max): rule",
+            format!(
+                "{} then {}: must be <= 1.5 x first + 8 MiB = {} ({} samples)",
+                kib_as_mib(m.first_half_max),
+                kib_as_mib(m.second_half_max),
+                kib_as_mib(m.limit),
+                m.samples.len()
+            ),
+        );
+        if !m.flat() {
+            failures.push(format!(
+                "memory grew: second-half peak {} over the limit {}",
+                kib_as_mib(m.second_half_max),
+                kib_as_mib(m.limit)
+            ));
+        }
+    } else {
+        failures.push("too few RSS samples to judge memory".into());
+    }
+    row(
+        "at SIGTERM",
+        format!(
+            "{} clients active, {} writing, {} with reading stopped",
+            t.active_at_term, t.writing_at_term, t.stalled_at_term
+        ),
+    );
+    row(
+        "drain time (SIGTERM to exit)",
+        drain_time.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3)),
+    );
+    let status = exit.map_or("unknown".into(), |s| s.to_string());
+    row("server exit status", status.clone());
+    let log = server.log.lock().unwrap_or_else(|p| p.into_inner());
+    row(
+        "server log",
+        format!(
+            "{} warnings, {} errors, {} panics",
+            log.warnings, log.errors, log.panics
+        ),
+    );
+    row(
+        "ends checked",
+        format!(
+            "{} clean FINs, {} exact echoes, {} closed by the client; at drain: {} refused, {} reset unserved",
+            t.clean_fins,
+            t.exact_echoes,
+            t.self_closed,
+            t.refused_at_drain,
+            t.reset_unserved_at_drain
+        ),
+    );
+    row(
+        "violations",
+        if t.violations.is_empty() {
+            "0".into()
+        } else {
+            t.violations
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+
+    if t.violation_count() > 0 {
+        failures.push(format!("{} client violations", t.violation_count()));
+    }
+    if early_exit {
+        failures.push(format!("the server exited before SIGTERM: {status}"));
+    } else if killed {
+        failures.push("the server did not exit after its drain deadline".into());
+    } else if exit.and_then(|s| s.code()) != Some(0) {
+        failures.push(format!(
+            "server exit status {status}, not 0 (3: connections cut off)"
+        ));
+    }
+    if log.panics > 0 {
+        failures.push("the server panicked".into());
+    }
+    if t.active_at_term == 0 || t.writing_at_term == 0 {
+        failures.push("no client was busy at SIGTERM: the drain was not tested".into());
+    }
+    // A soak whose faults did not happen proves nothing: each must have.
+    let coverage = [
+        ("pipelined writes", t.pipelined_ops),
+        ("fragmented writes", t.fragmented_ops),
+        ("bursts", t.burst_ops),
+        ("binary clients", t.binary),
+        ("small SO_RCVBUF clients", t.small_rcvbuf),
+        ("slow readers", t.slow_readers),
+        ("read stalls", t.stalls),
+        ("over-long lines", t.overlongs),
+        ("half-closes", t.half_closes),
+        ("RST aborts", t.aborts),
+        ("idle connections", t.idle_silent + t.idle_hello),
+        ("connect bursts", t.bursts),
+        ("relayed connections", r.pairs),
+        ("relay splits", r.splits),
+        ("relay coalescing", r.coalesced),
+        ("clean FINs checked", t.clean_fins),
+        ("exact echoes checked", t.exact_echoes),
+    ];
+    for (what, n) in coverage {
+        if n == 0 {
+            failures.push(format!("no {what} happened"));
+        }
+    }
+    if !t.examples.is_empty() {
+        println!("\nfirst violations:");
+        for e in &t.examples {
+            println!("  {e}");
+        }
+    }
+    if failures.is_empty() {
+        println!("\nverdict: PASS (seed {:#x})", a.seed);
+        true
+    } else {
+        drop(log);
+        println!("\nserver log, last lines:\n{}", server.log_tail());
+        println!("verdict: FAIL (seed {:#x})", a.seed);
+        for f in &failures {
+            println!("  - {f}");
+        }
+        false
+    }
+}

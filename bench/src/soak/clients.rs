@@ -1,0 +1,1055 @@
+//! The soak's clients: a few hundred connections on one mio loop, each
+//! with its own seeded behaviour, and the checks of what each one got back.
+//!
+//! Three kinds of client:
+//!
+//! - **workers** (the bulk) mix, op by op: pipelined writes of many lines,
+//!   1-byte fragmentation, huge coalesced bursts and pauses; some read
+//!   slowly, some stop reading for a while, some have a small `SO_RCVBUF`,
+//!   some send binary lines; each ends by closing after its last echo,
+//!   half-closing, sending an over-long line, or an RST (`SO_LINGER` 0), or
+//!   stays on until SIGTERM;
+//! - **idlers** connect, maybe echo one line, and sit idle;
+//! - **burst** connections arrive 50 to 200 at once, echo one line, and go.
+//!
+//! About 40% of workers and idlers go through the fault-injecting relay.
+//!
+//! Every byte echoed is compared with the byte the client's script says it
+//! sent ([`Expect`]). What else must hold is written down in
+//! [`Client::judge`]: each rule, and why the server's semantics make it hold.
+
+use std::collections::BTreeMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::content::{Expect, Piece, Script};
+use super::net::{self, Connect};
+use super::rng::{Rng, derive};
+
+/// A worker stops starting new writes while this much of what it sent is
+/// not yet echoed (a burst already started still finishes): bounds the
+/// soak's own memory and the bytes in flight.
+const MAX_OUTSTANDING: u64 = 256 * 1024;
+/// `SO_RCVBUF` of the small-buffer clients (the kernel doubles it): the
+/// server's writes to them come up short, the condition of issue 9's defect 1.
+const SMALL_RCVBUF: usize = 4096;
+/// A client that closes after its last echo waits this long for it.
+const ECHO_PATIENCE: Duration = Duration::from_secs(30);
+/// A connect that takes this long was dropped and retried by the kernel: the
+/// listen backlog overflowed (the first SYN retransmission is at 1 s).
+const CONNECT_STALL: Duration = Duration::from_millis(900);
+/// After SIGTERM, stalled readers resume by then, and slow readers read at
+/// full speed from then: well inside the drain deadline, so every
+/// well-behaved client can be owed a clean end.
+const STALL_CAP_AFTER_TERM: Duration = Duration::from_millis(1500);
+const SLOW_CAP_AFTER_TERM: Duration = Duration::from_millis(1000);
+
+/// What the soak drives: where, how many, how long.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub server: SocketAddr,
+    pub relay: SocketAddr,
+    pub seed: u64,
+    pub workers: usize,
+    pub idlers: usize,
+    pub max_frame: usize,
+    /// After SIGTERM, clients still without their end by then are hung.
+    pub patience_after_term: Duration,
+}
+
+/// Shared with the main thread: the SIGTERM moment (set just *before* the
+/// signal is sent, so an EOF read while it is unset came before the drain),
+/// and live counters for the progress lines.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub term: OnceLock<Instant>,
+    pub sent: AtomicU64,
+    pub echoed: AtomicU64,
+    pub started: AtomicU64,
+    pub open: AtomicU64,
+    pub violations: AtomicU64,
+}
+
+/// Everything the clients did and found, for the summary.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub workers: u64,
+    pub idlers: u64,
+    pub burst_conns: u64,
+    pub bursts: u64,
+    pub relayed: u64,
+    pub small_rcvbuf: u64,
+    pub binary: u64,
+    pub slow_readers: u64,
+    pub nodelay: u64,
+    pub sent: u64,
+    pub echoed: u64,
+    pub lines: u64,
+    pub pipelined_ops: u64,
+    pub fragmented_ops: u64,
+    pub fragment_writes: u64,
+    pub burst_ops: u64,
+    pub burst_bytes: u64,
+    pub stalls: u64,
+    pub pauses: u64,
+    pub closes: u64,
+    pub half_closes: u64,
+    pub partial_last_lines: u64,
+    pub aborts: u64,
+    pub overlongs: u64,
+    pub idle_silent: u64,
+    pub idle_hello: u64,
+    /// Clients connected before SIGTERM and done after it.
+    pub active_at_term: u64,
+    /// Of those, how many had written in the second before it, and how
+    /// many were in a read stall at that moment.
+    pub writing_at_term: u64,
+    pub stalled_at_term: u64,
+    /// Ends checked and found right.
+    pub clean_fins: u64,
+    pub exact_echoes: u64,
+    pub self_closed: u64,
+    /// Legitimate after SIGTERM: refused, or reset before the server served them.
+    pub refused_at_drain: u64,
+    pub reset_unserved_at_drain: u64,
+    pub max_connect: Duration,
+    /// Violations by kind, and the first few in full.
+    pub violations: BTreeMap<&'static str, u64>,
+    pub examples: Vec<String>,
+}
+
+impl Tally {
+    pub fn violation_count(&self) -> u64 {
+        self.violations.values().sum()
+    }
+
+    fn violate(&mut self, kind: &'static str, detail: String) {
+        *self.violations.entry(kind).or_default() += 1;
+        if self.examples.len() < 12 {
+            self.examples.push(format!("{kind}: {detail}"));
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Worker,
+    Idler,
+    Burst,
+}
+
+/// How a client ends, if it ends before SIGTERM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// Wait for every echo, then close (FIN).
+    Close,
+    /// `shutdown(Write)` (maybe after a partial line), then read to EOF.
+    HalfClose,
+    /// Send an over-long line at some point; read to the server's FIN.
+    OverLong,
+    /// `SO_LINGER` 0 and close, mid-stream, with whatever is in flight.
+    Abort,
+    /// Stay until SIGTERM.
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Connecting,
+    Running,
+    /// Writing the last bytes of a half-close or an over-long line.
+    Ending,
+    /// Closing after the last echo: waiting for it.
+    AwaitEcho {
+        until: Instant,
+    },
+    /// Reading to the end; no more writes.
+    AwaitEof,
+    Done,
+}
+
+/// How a client's connection ended, as the client saw it.
+#[derive(Debug, Default)]
+struct Outcome {
+    /// EOF read; `true` if SIGTERM had been sent by then.
+    eof: Option<bool>,
+    /// The first failed read / write, and whether SIGTERM had been sent.
+    read_error: Option<(io::Error, bool)>,
+    write_error: Option<(io::Error, bool)>,
+    connect_error: Option<(io::Error, bool)>,
+    /// Closed by this client: after its last echo, or with RST.
+    closed: bool,
+    aborted: bool,
+    /// The echo was wrong (first difference).
+    bad_echo: Option<String>,
+    /// Still waiting for its last echo at its deadline.
+    echo_timeout: bool,
+    hung: bool,
+}
+
+struct Client {
+    id: u64,
+    kind: Kind,
+    end: End,
+    via_relay: bool,
+    stream: Option<TcpStream>,
+    readable: bool,
+    writable: bool,
+    rng: Rng,
+    tx: Script,
+    rx: Expect,
+    stage: Stage,
+    /// Generated, not yet written.
+    pending: Vec<u8>,
+    pending_at: usize,
+    /// Writes left to do one to three bytes at a time.
+    fragment_left: u32,
+    /// When to start the next op (`None`: no more ops: idlers, bursts).
+    next_op: Option<Instant>,
+    /// While fragmenting: when to write the next piece.
+    next_piece: Instant,
+    /// Bytes per read and time between reads, for a slow reader.
+    slow: Option<(usize, Duration)>,
+    next_read: Instant,
+    stall_until: Option<Instant>,
+    lifetime_end: Option<Instant>,
+    created: Instant,
+    connected_at: Option<Instant>,
+    /// Stream offsets: generated, written, written up to the last '\n',
+    /// echoed; where the over-long line starts.
+    generated: u64,
+    sent: u64,
+    sent_complete: u64,
+    echoed: u64,
+    overlong_at: Option<u64>,
+    /// Our FIN is sent (`shutdown(Write)` done).
+    half_closed: bool,
+    /// For the "at SIGTERM" counts: the last write, the last read stall
+    /// (from, until), and when the client was done.
+    last_write: Option<Instant>,
+    last_stall: Option<(Instant, Instant)>,
+    done_at: Option<Instant>,
+    outcome: Outcome,
+}
+
+/// What one read attempt found.
+#[derive(PartialEq, Eq)]
+enum ReadResult {
+    /// Not tried (stalled, slow and not yet due, nothing signalled).
+    Skipped,
+    /// Read until `WouldBlock`: nothing is waiting right now.
+    Drained,
+    /// Read some; there may be more.
+    More,
+    /// The connection is over (EOF, error or a bad echo).
+    Over,
+}
+
+impl Client {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        id: u64,
+        kind: Kind,
+        plan: &Plan,
+        now: Instant,
+        term: Option<Instant>,
+        tally: &mut Tally,
+    ) -> Client {
+        let mut rng = Rng::new(derive(plan.seed, id * 2 + 1));
+        let via_relay = kind != Kind::Burst && rng.percent(40);
+        let binary = rng.percent(40);
+        let end = match kind {
+            Kind::Worker => match rng.below(100) {
+                0..30 => End::Close,
+                30..50 => End::HalfClose,
+                50..62 => End::OverLong,
+                62..80 => End::Abort,
+                _ => End::Never,
+            },
+            Kind::Idler => End::Close,
+            Kind::Burst => match rng.below(100) {
+                0..80 => End::Close,
+                80..90 => End::HalfClose,
+                _ => End::Abort,
+            },
+        };
+        let lifetime = match kind {
+            Kind::Worker if end == End::Never || end == End::OverLong => None,
+            Kind::Worker => Some(rng.millis(300, 15_000)),
+            Kind::Idler => Some(rng.millis(1_000, 30_000)),
+            Kind::Burst => Some(rng.millis(0, 1_500)),
+        };
+        let overlong_after = (end == End::OverLong).then(|| rng.between(0, 400));
+        let script = Script::new(
+            derive(plan.seed, id * 2),
+            id,
+            binary,
+            plan.max_frame,
+            overlong_after,
+        );
+        // Slow, but not so slow that a client waiting for its last echo
+        // (at most MAX_OUTSTANDING + a burst) waits longer than ECHO_PATIENCE:
+        // at least 256 bytes every 10 ms.
+        let slow = (kind == Kind::Worker && rng.percent(15))
+            .then(|| (rng.size(256, 4096), rng.millis(1, 10)));
+        let small = kind == Kind::Worker && rng.percent(25);
+        let mut c = Client {
+            id,
+            kind,
+            end,
+            via_relay,
+            stream: None,
+            readable: false,
+            writable: false,
+            rx: Expect::new(script.clone()),
+            tx: script,
+            stage: Stage::Connecting,
+            pending: Vec::new(),
+            pending_at: 0,
+            fragment_left: 0,
+            next_op: match kind {
+                Kind::Worker => Some(now),
+                // One line or none, at once; then nothing.
+                Kind::Idler | Kind::Burst => Some(now),
+            },
+            next_piece: now,
+            slow,
+            next_read: now,
+            stall_until: None,
+            lifetime_end: None,
+            created: now,
+            connected_at: None,
+            generated: 0,
+            sent: 0,
+            sent_complete: 0,
+            echoed: 0,
+            overlong_at: None,
+            half_closed: false,
+            last_write: None,
+            last_stall: None,
+            done_at: None,
+            outcome: Outcome::default(),
+            rng,
+        };
+        c.lifetime_end = lifetime.map(|l| now + l);
+        match kind {
+            Kind::Worker => tally.workers += 1,
+            Kind::Idler => tally.idlers += 1,
+            Kind::Burst => tally.burst_conns += 1,
+        }
+        tally.relayed += via_relay as u64;
+        tally.binary += binary as u64;
+        tally.slow_readers += c.slow.is_some() as u64;
+        tally.small_rcvbuf += small as u64;
+        let addr = if via_relay { plan.relay } else { plan.server };
+        match net::connect(addr, small.then_some(SMALL_RCVBUF)) {
+            Ok(s) => c.stream = Some(s),
+            Err(e) => {
+                c.outcome.connect_error = Some((e, term.is_some()));
+                c.stage = Stage::Done;
+            }
+        }
+        c
+    }
+
+    fn stream(&mut self) -> &mut TcpStream {
+        self.stream
+            .as_mut()
+            .expect("a client that is not done has a stream")
+    }
+
+    /// Does what is due; returns when it next wants a turn by itself
+    /// (events give it turns too).
+    fn progress(&mut self, now: Instant, shared: &Shared, tally: &mut Tally) -> Option<Instant> {
+        let term = shared.term.get().copied();
+        if self.stage == Stage::Connecting {
+            if !self.writable {
+                return None;
+            }
+            match net::connect_state(self.stream()) {
+                Connect::Pending => {
+                    self.writable = false;
+                    return None;
+                }
+                Connect::Failed(e) => {
+                    self.outcome.connect_error = Some((e, shared.term.get().is_some()));
+                    self.finish();
+                    return None;
+                }
+                Connect::Done => {
+                    self.connected_at = Some(now);
+                    let took = now - self.created;
+                    tally.max_connect = tally.max_connect.max(took);
+                    if took >= CONNECT_STALL && term.is_none() {
+                        tally.violate(
+                            "connect stalled",
+                            format!(
+                                "client {} took {took:?} to connect (listen backlog overflow?)",
+                                self.id
+                            ),
+                        );
+                    }
+                    self.stage = Stage::Running;
+                    // Without TCP_NODELAY, Nagle merges small writes: some
+                    // clients keep it, so both shapes reach the server.
+                    if self.rng.percent(70) {
+                        let _ = net::set_nodelay(self.stream());
+                        tally.nodelay += 1;
+                    }
+                }
+            }
+        }
+        if let Some(t) = term {
+            // Bounded after SIGTERM, so every client can still read its end.
+            if let Some(until) = self.stall_until {
+                self.stall_until = Some(until.min(t + STALL_CAP_AFTER_TERM));
+            }
+            if self.slow.is_some() && now >= t + SLOW_CAP_AFTER_TERM {
+                self.slow = None;
+            }
+        }
+        if self.end == End::Abort
+            && self.lifetime_end.is_some_and(|l| now >= l)
+            && matches!(self.stage, Stage::Running)
+        {
+            // Mid-stream, with whatever is queued either way: the server
+            // gets an RST at any point of its work on this connection.
+            tally.aborts += 1;
+            if let Some(s) = self.stream.take() {
+                net::abort(s);
+            }
+            self.outcome.aborted = true;
+            self.finish();
+            return None;
+        }
+
+        let read = self.read(now, term.is_some(), shared, tally);
+        if read == ReadResult::Over {
+            self.finish();
+            return None;
+        }
+        if let Stage::AwaitEcho { until } = self.stage {
+            if self.echoed == self.sent_complete {
+                // Every line came back: an orderly close from our side.
+                tally.closes += 1;
+                self.outcome.closed = true;
+                self.stream = None;
+                self.finish();
+                return None;
+            }
+            if now >= until && term.is_none() {
+                self.outcome.echo_timeout = true;
+                self.finish();
+                return None;
+            }
+        }
+        // After SIGTERM a client writes only right after a read that found
+        // nothing waiting, one write at a time, so a FIN that has arrived is
+        // always read before the next write: a write that then fails can
+        // only mean an RST without a FIN (see `judge`).
+        let may_write = term.is_none() || (read == ReadResult::Drained && self.slow.is_none());
+        if may_write {
+            self.write(now, term, shared, tally);
+        }
+        if self.stage == Stage::Done {
+            return None;
+        }
+        self.next_wake(now, term)
+    }
+
+    fn read(
+        &mut self,
+        now: Instant,
+        after_term: bool,
+        shared: &Shared,
+        tally: &mut Tally,
+    ) -> ReadResult {
+        if matches!(self.stage, Stage::Connecting | Stage::Done) {
+            return ReadResult::Skipped;
+        }
+        if let Some(until) = self.stall_until {
+            if now < until {
+                return ReadResult::Skipped;
+            }
+            self.stall_until = None;
+            // Data may have been waiting since an edge we ignored.
+            self.readable = true;
+        }
+        let (chunk, reads) = match self.slow {
+            Some((chunk, every)) => {
+                if now < self.next_read {
+                    return ReadResult::Skipped;
+                }
+                self.next_read = now + every;
+                (chunk, 1)
+            }
+            // After SIGTERM, read before every write even without an event.
+            None if self.readable || after_term => (64 * 1024, 16),
+            None => return ReadResult::Skipped,
+        };
+        let mut buf = vec![0u8; chunk];
+        for _ in 0..reads {
+            let result = self.stream().read(&mut buf);
+            match result {
+                Ok(0) => {
+                    self.outcome.eof = Some(shared.term.get().is_some());
+                    return ReadResult::Over;
+                }
+                Ok(n) => {
+                    if let Err(e) = self.rx.check(&buf[..n]) {
+                        self.outcome.bad_echo = Some(e);
+                        return ReadResult::Over;
+                    }
+                    self.echoed += n as u64;
+                    tally.echoed += n as u64;
+                    shared.echoed.fetch_add(n as u64, Ordering::Relaxed);
+                    if self.echoed > self.sent_complete {
+                        self.outcome.bad_echo = Some(format!(
+                            "{} bytes echoed but only {} sent up to a '\\n' (a partial line came back)",
+                            self.echoed, self.sent_complete
+                        ));
+                        return ReadResult::Over;
+                    }
+                }
+                Err(ref e) if net::would_block(e) => {
+                    self.readable = false;
+                    return ReadResult::Drained;
+                }
+                Err(ref e) if net::interrupted(e) => {}
+                Err(e) => {
+                    self.outcome.read_error = Some((e, shared.term.get().is_some()));
+                    return ReadResult::Over;
+                }
+            }
+        }
+        ReadResult::More
+    }
+
+    fn write(&mut self, now: Instant, term: Option<Instant>, shared: &Shared, tally: &mut Tally) {
+        let one_write_only = term.is_some();
+        loop {
+            if !matches!(self.stage, Stage::Running | Stage::Ending) {
+                return;
+            }
+            if self.pending_at == self.pending.len() {
+                self.pending.clear();
+                self.pending_at = 0;
+                if self.stage == Stage::Ending {
+                    self.ended(shared);
+                    return;
+                }
+                if term.is_some() {
+                    // No new work after SIGTERM: read to the end.
+                    return;
+                }
+                // (An abort is done in `progress`, whatever is in flight.)
+                if self.end != End::Abort && self.lifetime_end.is_some_and(|l| now >= l) {
+                    self.lifetime_end = None;
+                    self.begin_end(now, tally);
+                    continue;
+                }
+                if self.next_op.is_none_or(|at| now < at)
+                    || self.sent - self.echoed > MAX_OUTSTANDING
+                {
+                    return;
+                }
+                self.plan_op(now, tally);
+                continue;
+            }
+            if !self.writable {
+                return;
+            }
+            let left = self.pending.len() - self.pending_at;
+            let n = if self.fragment_left > 0 {
+                if now < self.next_piece {
+                    return;
+                }
+                self.rng.size(1, 3).min(left)
+            } else {
+                left
+            };
+            let at = self.pending_at;
+            let Some(stream) = self.stream.as_mut() else {
+                return;
+            };
+            let result = stream.write(&self.pending[at..at + n]);
+            match result {
+                Ok(k) => {
+                    let written = &self.pending[at..at + k];
+                    if let Some(nl) = written.iter().rposition(|&b| b == b'\n') {
+                        self.sent_complete = self.sent + nl as u64 + 1;
+                    }
+                    self.sent += k as u64;
+                    self.pending_at += k;
+                    self.last_write = Some(now);
+                    tally.sent += k as u64;
+                    shared.sent.fetch_add(k as u64, Ordering::Relaxed);
+                    if self.fragment_left > 0 {
+                        self.fragment_left -= 1;
+                        tally.fragment_writes += 1;
+                        // Apart in time, so they leave as separate segments.
+                        self.next_piece =
+                            now + self.rng.millis(0, 2).max(Duration::from_micros(200));
+                        return;
+                    }
+                    if one_write_only {
+                        return;
+                    }
+                }
+                Err(ref e) if net::would_block(e) => {
+                    self.writable = false;
+                    return;
+                }
+                Err(ref e) if net::interrupted(e) => {}
+                Err(e) => {
+                    // Keep reading: whether a FIN came first decides (in
+                    // `judge`) whether this is a violation.
+                    self.outcome.write_error = Some((e, shared.term.get().is_some()));
+                    self.stage = Stage::AwaitEof;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Appends lines to `pending` until it holds `bytes`, or the script
+    /// reaches its over-long line (which then ends the client).
+    fn generate(&mut self, bytes: usize, tally: &mut Tally) {
+        debug_assert!(self.pending.is_empty());
+        while self.pending.len() < bytes {
+            let before = self.pending.len();
+            match self.tx.next(&mut self.pending) {
+                Piece::Line => tally.lines += 1,
+                Piece::OverLong => {
+                    self.overlong_at = Some(self.generated + before as u64);
+                    tally.overlongs += 1;
+                    self.stage = Stage::Ending;
+                    break;
+                }
+                Piece::End => break,
+            }
+        }
+        self.generated += self.pending.len() as u64;
+    }
+
+    fn plan_op(&mut self, now: Instant, tally: &mut Tally) {
+        if self.kind != Kind::Worker {
+            // Idlers and burst connections: one line or none, then nothing.
+            let hello = self.kind == Kind::Burst || self.rng.percent(70);
+            if hello {
+                self.generate(1, tally);
+            }
+            if self.kind == Kind::Idler {
+                if hello {
+                    tally.idle_hello += 1;
+                } else {
+                    tally.idle_silent += 1;
+                }
+            }
+            self.next_op = None;
+            return;
+        }
+        match self.rng.below(100) {
+            // Pipelined: many lines in one write.
+            0..40 => {
+                tally.pipelined_ops += 1;
+                let bytes = self.rng.size(1, 8 * 1024);
+                self.generate(bytes, tally);
+            }
+            // 1-byte fragmentation: the first writes are 1 to 3 bytes each.
+            40..55 => {
+                tally.fragmented_ops += 1;
+                let bytes = self.rng.size(1, 600);
+                self.generate(bytes, tally);
+                self.fragment_left = self.rng.between(8, 64) as u32;
+                self.next_piece = now;
+            }
+            // A huge coalesced burst, written as fast as the socket takes it
+            // (slow readers skip these: see `Client::new`).
+            55..63 if self.slow.is_none() => {
+                tally.burst_ops += 1;
+                let bytes = self.rng.size(32 * 1024, 1024 * 1024);
+                self.generate(bytes, tally);
+                tally.burst_bytes += self.pending.len() as u64;
+            }
+            // Stop reading for a while (and keep writing).
+            63..68 => {
+                tally.stalls += 1;
+                let until = now + self.rng.millis(100, 3_000);
+                self.stall_until = Some(until);
+                self.last_stall = Some((now, until));
+            }
+            // Think time.
+            _ => {
+                tally.pauses += 1;
+                self.next_op = Some(now + self.rng.millis(1, 100));
+            }
+        }
+    }
+
+    /// The client's lifetime is over: start its end.
+    fn begin_end(&mut self, now: Instant, tally: &mut Tally) {
+        match self.end {
+            End::Close => {
+                self.stage = Stage::AwaitEcho {
+                    until: now + ECHO_PATIENCE,
+                }
+            }
+            End::HalfClose => {
+                tally.half_closes += 1;
+                if self.rng.percent(40) {
+                    // A partial last line: never echoed, not even at EOF.
+                    let mut line = Vec::new();
+                    self.tx.next(&mut line);
+                    let keep = self.rng.size(1, line.len() - 1);
+                    self.pending.extend_from_slice(&line[..keep]);
+                    tally.partial_last_lines += 1;
+                }
+                self.stage = Stage::Ending;
+            }
+            // Aborts happen in `progress`; over-long ends come from the script.
+            End::Abort | End::OverLong | End::Never => {}
+        }
+        self.generated += self.pending.len() as u64;
+    }
+
+    /// The last bytes of a half-close or an over-long line are written.
+    fn ended(&mut self, shared: &Shared) {
+        if self.end == End::HalfClose && self.overlong_at.is_none() {
+            match self.stream().shutdown(Shutdown::Write) {
+                Ok(()) => self.half_closed = true,
+                Err(e) => self.outcome.write_error = Some((e, shared.term.get().is_some())),
+            }
+        }
+        self.stage = Stage::AwaitEof;
+    }
+
+    fn next_wake(&self, now: Instant, term: Option<Instant>) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
+        if let Some(t) = self.stall_until {
+            at(t);
+        }
+        if self.slow.is_some() {
+            at(self.next_read);
+        }
+        if let Some(t) = self.lifetime_end {
+            at(t);
+        }
+        if let Stage::AwaitEcho { until } = self.stage {
+            at(until);
+        }
+        let writing = matches!(self.stage, Stage::Running | Stage::Ending);
+        if writing && self.pending_at < self.pending.len() {
+            if self.fragment_left > 0 {
+                at(self.next_piece);
+            }
+            if term.is_some() && self.writable {
+                // One write per turn after SIGTERM: come back soon.
+                at(now + Duration::from_millis(1));
+            }
+        } else if writing
+            && term.is_none()
+            && let Some(t) = self.next_op
+        {
+            at(t);
+        }
+        if let (Some(t), Some(s)) = (term, self.stall_until) {
+            at(s.min(t + STALL_CAP_AFTER_TERM));
+        }
+        if let (Some(t), true) = (term, self.slow.is_some()) {
+            at(t + SLOW_CAP_AFTER_TERM);
+        }
+        wake
+    }
+
+    fn finish(&mut self) {
+        self.stage = Stage::Done;
+        self.done_at = Some(Instant::now());
+    }
+
+    /// Counts this client in the "at SIGTERM" figures if it was busy then.
+    fn count_at_term(&self, term: Option<Instant>, tally: &mut Tally) {
+        let Some(t) = term else { return };
+        let busy_then =
+            self.connected_at.is_some_and(|c| c < t) && self.done_at.is_some_and(|d| d > t);
+        if !busy_then {
+            return;
+        }
+        tally.active_at_term += 1;
+        if self
+            .last_write
+            .is_some_and(|w| w + Duration::from_secs(1) > t)
+        {
+            tally.writing_at_term += 1;
+        }
+        if self
+            .last_stall
+            .is_some_and(|(from, until)| from <= t && t < until)
+        {
+            tally.stalled_at_term += 1;
+        }
+    }
+
+    /// Whether SIGTERM's listener close may have met this connection before
+    /// the server ever served it: clients in the accept backlog are reset
+    /// and connects are refused, by design. Only if it got no echo at all,
+    /// and connected (if at all) less than a second before SIGTERM.
+    fn maybe_unserved(&self, term: Option<Instant>) -> bool {
+        let Some(t) = term else { return false };
+        self.echoed == 0
+            && self
+                .connected_at
+                .is_none_or(|c| c + Duration::from_secs(1) > t)
+    }
+
+    /// The rules every client's end is held to. `term` is when SIGTERM was sent.
+    fn judge(&self, term: Option<Instant>, tally: &mut Tally) {
+        let o = &self.outcome;
+        let who = format!(
+            "client {} ({:?}, end {:?}{}{}, sent {}, echoed {})",
+            self.id,
+            self.kind,
+            self.end,
+            if self.via_relay { ", via relay" } else { "" },
+            if self.slow.is_some() { ", slow" } else { "" },
+            self.sent,
+            self.echoed,
+        );
+        // 1. The echo is the exact byte stream sent, cut after a whole line:
+        //    checked byte by byte as it arrived.
+        if let Some(e) = &o.bad_echo {
+            tally.violate("wrong echo", format!("{who}: {e}"));
+            return;
+        }
+        if let Some((e, after_term)) = &o.connect_error {
+            // Before SIGTERM the server must accept everyone (the cap is
+            // far above the soak's count); after it, refusal is the design.
+            if *after_term {
+                tally.refused_at_drain += 1;
+            } else {
+                tally.violate("connect failed", format!("{who}: {e}"));
+            }
+            return;
+        }
+        if o.aborted {
+            return;
+        }
+        if o.hung {
+            tally.violate(
+                "no end after drain",
+                format!("{who}: neither FIN nor RST by the end of the drain"),
+            );
+            return;
+        }
+        if o.echo_timeout {
+            tally.violate(
+                "echo missing",
+                format!("{who}: its last echoes did not come within {ECHO_PATIENCE:?}"),
+            );
+            return;
+        }
+        if o.closed {
+            // 2. It closed after reading every echo of every line it sent.
+            tally.self_closed += 1;
+            tally.exact_echoes += 1;
+            return;
+        }
+        // 3. No RST for a well-behaved client: the server ends every
+        //    connection it serves with its echoes and a FIN. A failed write
+        //    counts too: writes after SIGTERM follow a read that found no
+        //    FIN (see `progress`), and before SIGTERM the server closes no
+        //    well-behaved connection, so a failed write means an RST
+        //    without a FIN.
+        let error = o.read_error.as_ref().or(o.write_error.as_ref());
+        if let Some((e, after_term)) = error {
+            if *after_term && self.maybe_unserved(term) {
+                tally.reset_unserved_at_drain += 1;
+            } else {
+                let kind = if e.kind() == ErrorKind::ConnectionReset {
+                    "RST instead of FIN"
+                } else {
+                    "socket error"
+                };
+                tally.violate(kind, format!("{who}: {e}"));
+            }
+            return;
+        }
+        let Some(after_term) = o.eof else {
+            tally.violate("no end", format!("{who}: ended without EOF or error"));
+            return;
+        };
+        // 4. The FIN comes after a whole line, never inside one.
+        if !self.rx.at_line_end() {
+            tally.violate(
+                "FIN inside a line",
+                format!("{who}: EOF after a partial echoed line"),
+            );
+            return;
+        }
+        if !after_term {
+            // 5. Before SIGTERM the server closes a connection only after
+            //    the client's own FIN or an over-long line, and then only
+            //    after echoing every line before it, exactly.
+            let owed = if let Some(at) = self.overlong_at {
+                at
+            } else if self.half_closed {
+                self.sent_complete
+            } else {
+                tally.violate(
+                    "FIN before SIGTERM",
+                    format!("{who}: the server closed a connection it had no reason to close"),
+                );
+                return;
+            };
+            if self.echoed != owed {
+                tally.violate(
+                    "echo missing",
+                    format!(
+                        "{who}: closed with {} bytes echoed of {owed} owed",
+                        self.echoed
+                    ),
+                );
+                return;
+            }
+            tally.exact_echoes += 1;
+        }
+        tally.clean_fins += 1;
+    }
+}
+
+/// Runs every client until SIGTERM (`shared.term`) and the end of the
+/// drain; returns the tally. Stops by itself: no new client after SIGTERM,
+/// and each one left is judged hung after `plan.patience_after_term`.
+pub fn run(plan: &Plan, shared: &Arc<Shared>) -> io::Result<Tally> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(4096);
+    let mut tally = Tally::default();
+    let mut clients: Vec<Option<Client>> = Vec::new();
+    let mut free: Vec<usize> = Vec::new();
+    let mut rng = Rng::new(derive(plan.seed, u64::MAX - 1));
+    let mut next_id: u64 = 0;
+    let start = Instant::now();
+    // Slots refill a little after their client ends; at the start they
+    // are staggered over 2 s, so the start is not itself one huge burst.
+    let mut worker_refills: Vec<Instant> = (0..plan.workers)
+        .map(|i| start + Duration::from_millis(2000 * i as u64 / plan.workers.max(1) as u64))
+        .collect();
+    let mut idler_refills: Vec<Instant> = (0..plan.idlers)
+        .map(|_| start + rng.millis(0, 2000))
+        .collect();
+    let mut next_burst = start + rng.millis(1000, 4000);
+    let mut burst_open: u64 = 0;
+    loop {
+        let now = Instant::now();
+        let term = shared.term.get().copied();
+        // New clients, until SIGTERM.
+        let mut spawn = |kind: Kind, clients: &mut Vec<Option<Client>>, tally: &mut Tally| {
+            let id = next_id;
+            next_id += 1;
+            let mut c = Client::new(id, kind, plan, now, term, tally);
+            let slot = free.pop().unwrap_or_else(|| {
+                clients.push(None);
+                clients.len() - 1
+            });
+            if let Some(s) = c.stream.as_mut() {
+                let both = Interest::READABLE | Interest::WRITABLE;
+                if let Err(e) = poll.registry().register(s, Token(slot), both) {
+                    c.outcome.connect_error = Some((e, term.is_some()));
+                    c.finish();
+                }
+            }
+            clients[slot] = Some(c);
+            shared.started.fetch_add(1, Ordering::Relaxed);
+        };
+        if term.is_none() {
+            for kind in [Kind::Worker, Kind::Idler] {
+                let refills = if kind == Kind::Worker {
+                    &mut worker_refills
+                } else {
+                    &mut idler_refills
+                };
+                let due: Vec<Instant> = refills.iter().copied().filter(|&t| t <= now).collect();
+                refills.retain(|&t| t > now);
+                for _ in due {
+                    spawn(kind, &mut clients, &mut tally);
+                }
+            }
+            if now >= next_burst && burst_open == 0 {
+                // Back to back in one turn: a SYN flood from one host.
+                let n = rng.between(50, 200);
+                tally.bursts += 1;
+                for _ in 0..n {
+                    spawn(Kind::Burst, &mut clients, &mut tally);
+                }
+                burst_open = n;
+                next_burst = now + rng.millis(2000, 6000);
+            }
+        }
+
+        let mut wake: Option<Instant> = None;
+        let mut open = 0;
+        for (slot, entry) in clients.iter_mut().enumerate() {
+            let Some(c) = entry else { continue };
+            if c.stage != Stage::Done
+                && let Some(t) = c.progress(now, shared, &mut tally)
+            {
+                wake = Some(wake.map_or(t, |w| w.min(t)));
+            }
+            if term.is_some_and(|t| now > t + plan.patience_after_term) && c.stage != Stage::Done {
+                c.outcome.hung = true;
+                c.finish();
+            }
+            if c.stage == Stage::Done {
+                let before = tally.violation_count();
+                let term = shared.term.get().copied();
+                c.count_at_term(term, &mut tally);
+                c.judge(term, &mut tally);
+                shared
+                    .violations
+                    .fetch_add(tally.violation_count() - before, Ordering::Relaxed);
+                match c.kind {
+                    Kind::Worker => worker_refills.push(now + rng.millis(0, 200)),
+                    Kind::Idler => idler_refills.push(now + rng.millis(0, 1000)),
+                    Kind::Burst => burst_open -= 1,
+                }
+                // Dropping the stream closes it (FIN: no unread input is
+                // left by a client that read to its end).
+                *entry = None;
+                free.push(slot);
+            } else {
+                open += 1;
+            }
+        }
+        shared.open.store(open, Ordering::Relaxed);
+        if term.is_some() && open == 0 {
+            return Ok(tally);
+        }
+        // At most 10 ms: new clients and SIGTERM are noticed promptly.
+        let now = Instant::now();
+        let timeout = wake.map_or(Duration::from_millis(10), |w| {
+            w.saturating_duration_since(now)
+                .min(Duration::from_millis(10))
+        });
+        if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+            if net::interrupted(&e) {
+                continue;
+            }
+            return Err(e);
+        }
+        for event in events.iter() {
+            // A stale event for a reused slot only makes a client try a
+            // syscall that says WouldBlock.
+            if let Some(Some(c)) = clients.get_mut(event.token().0) {
+                c.readable |= event.is_readable() || event.is_read_closed() || event.is_error();
+                c.writable |= event.is_writable() || event.is_write_closed() || event.is_error();
+            }
+        }
+    }
+}
