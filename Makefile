@@ -14,7 +14,9 @@ SOAK_ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 help:  ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
+		-v addr='$(ADDR)' -v fuzz='$(FUZZ_SECONDS)' \
+		'{gsub(/\$$\(ADDR\)/, addr); gsub(/\$$\(FUZZ_SECONDS\)/, fuzz); printf "  make %-8s %s\n", $$1, $$2}'
 
 run:  ## Build release and serve on $(ADDR) (talk to it: nc 127.0.0.1 8000)
 	$(CARGO) run --release --quiet -- --listen $(ADDR)
@@ -22,11 +24,12 @@ run:  ## Build release and serve on $(ADDR) (talk to it: nc 127.0.0.1 8000)
 build:  ## Build the release binary (target/release/reactor-echo)
 	$(CARGO) build --release
 
-test:  ## Format check, clippy -D warnings, docs without warnings, every test (unit, integration, doc), a 20 s soak
+test:  ## Format check, clippy -D warnings, docs without warnings, every test (unit, integration, doc; the integration tests again with --workers 2), a 20 s soak
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(CARGO) test --workspace
+	REACTOR_ECHO_TEST_WORKERS=2 $(CARGO) test --quiet -p reactor-echo --tests
 	$(CARGO) build --quiet -p reactor-echo -p reactor-echo-bench --bins
 	$(TARGET_DIR)/debug/soak --server $(TARGET_DIR)/debug/reactor-echo --secs 20 -- $(SOAK_ARGS)
 
@@ -43,15 +46,15 @@ bench:  ## Benchmark: scenarios, CPU, syscalls, RSS -> docs/benchmarks.md (needs
 	target/release/bench
 
 perf:  ## CPU profile of the server under load (perf record -g), top of the report (needs perf)
-	@command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf"; exit 1; }
+	@command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf (Debian) or linux-tools-common linux-tools-generic (Ubuntu)"; exit 1; }
 	$(CARGO) build --release --workspace --quiet
 	target/release/bench perf
 
-strace:  ## Trace the syscalls of a scripted client session -> docs/strace.txt (needs strace)
+strace:  ## Trace the syscalls of a scripted client session -> target/strace.txt, its log -> target/strace.log (needs strace)
 	@command -v strace >/dev/null || { echo "strace is missing: apt-get install strace"; exit 1; }
 	@command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3"; exit 1; }
 	$(CARGO) build --release --quiet
-	python3 scripts/strace_session.py target/release/reactor-echo docs/strace.txt
+	python3 scripts/strace_session.py target/release/reactor-echo target/strace.txt
 
 doc:  ## Build the library docs (warnings are errors)
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps

@@ -12,6 +12,9 @@
 //! member who does not read pauses whoever writes to them (the room waits
 //! for its slowest reader, and memory stays bounded), and SIGTERM delivers
 //! every line already said before closing each connection with a FIN.
+//!
+//! The room stays on one loop: `--workers` above 1 is refused, because a
+//! handler reaches only the connections of its own loop.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -26,6 +29,10 @@ struct Args {
     /// Address to listen on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
     listen: String,
+
+    /// Event loops; the room needs every member on one loop, so only 1
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    workers: usize,
 }
 
 #[derive(Default)]
@@ -70,6 +77,17 @@ impl Handler for ChatRoom {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.workers != 1 {
+        // Its members talk to each other, and a handler reaches only the
+        // connections of its own loop. Sharing the room between workers
+        // would take messages between loops (as Seastar does), never a lock.
+        eprintln!(
+            "error: --workers {}: the chat room runs on one loop, so that every member \
+             can reach every other; use --workers 1",
+            args.workers
+        );
+        return ExitCode::from(2);
+    }
     simple_logger::SimpleLogger::new()
         .with_utc_timestamps()
         .with_level(LevelFilter::Info)

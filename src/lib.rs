@@ -27,6 +27,7 @@
 //! | `event_loop/timeouts.rs` | idle timeout, close deadlines, accept retry |
 //! | `event_loop/observe.rs` | stats snapshot, trace narration |
 //! | `listener.rs` | the listening socket and its backlog |
+//! | `workers.rs` | `--workers N`: the coordinator that hands clients to N loops |
 //! | `connection.rs` | one connection: state, buffers, write-out, discard |
 //! | `framing.rs` | cutting a byte stream into frames; pure, no I/O |
 //! | `handler.rs` | the [`Handler`] seam between loop and application |
@@ -77,6 +78,7 @@ mod stats;
 mod sys;
 mod throttle;
 mod timers;
+mod workers;
 
 pub use config::Config;
 pub use connection::{CloseReason, ConnId, State};
@@ -84,3 +86,4 @@ pub use echo::Echo;
 pub use event_loop::{DrainReport, Server};
 pub use handler::{Context, Handler};
 pub use stats::{Snapshot, Stats};
+pub use workers::Workers;

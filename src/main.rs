@@ -5,9 +5,12 @@
 //! ```
 //!
 //! Exit status: 0 after a complete drain; 1 for a fatal start-up error (for
-//! example, the address is in use); 2 for a bad command line; 3 when the
-//! drain deadline or a second signal cut off connections with output undelivered.
+//! example, the address is in use) or a failure of the loop at run time; 2
+//! for a bad command line; 3 when the drain deadline or a second signal cut
+//! off connections with output undelivered; 4 when, with `--workers`, a
+//! worker panicked or its loop failed (the other workers drained).
 
+use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -18,13 +21,17 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use clap::{CommandFactory, Parser};
 use log::{LevelFilter, Log, Metadata, Record, debug, error, info, warn};
 use reactor_echo::framing::Framing;
-use reactor_echo::{Config, Echo, Server};
+use reactor_echo::{Config, DrainReport, Echo, Server, Workers};
 use simple_logger::SimpleLogger;
 
 /// Fatal error while starting (address in use, ...).
 const EXIT_START_FAILED: u8 = 1;
 /// The drain ended with connections cut off (deadline or second signal).
 const EXIT_DRAIN_INCOMPLETE: u8 = 3;
+/// With `--workers`: a worker panicked or its loop failed; the others drained.
+const EXIT_WORKER_FAILED: u8 = 4;
+/// More threads than any machine this runs on has cores.
+const MAX_WORKERS: usize = 1024;
 
 /// A line-echo TCP server on a single-threaded, hand-rolled mio event loop.
 ///
@@ -32,8 +39,9 @@ const EXIT_DRAIN_INCOMPLETE: u8 = 3;
 /// byte for byte. SIGTERM, SIGINT, SIGQUIT or SIGHUP start a graceful
 /// drain; a second one exits at once; SIGUSR1 logs statistics.
 ///
-/// Exit status: 0 complete drain, 1 start-up error, 2 bad command line,
-/// 3 drain cut short (deadline or second signal).
+/// Exit status: 0 complete drain, 1 start-up error (or the loop failed),
+/// 2 bad command line, 3 drain cut short (deadline or second signal),
+/// 4 a worker failed (the others drained).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -68,6 +76,10 @@ struct Cli {
     /// SO_SNDBUF for every connection, in bytes; 0 leaves it to the kernel's autotuning
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     send_buffer: usize,
+
+    /// Event loops, one thread each: a number, or auto for one per CPU this process may run on
+    #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
+    workers: usize,
 
     /// Log level: off, error, warn, info, debug or trace [default: info, or as RUST_LOG says]
     #[arg(long, value_name = "LEVEL")]
@@ -114,6 +126,21 @@ fn parse_backlog(s: &str) -> Result<u32, String> {
     }
 }
 
+fn parse_workers(s: &str) -> Result<usize, String> {
+    if s == "auto" {
+        // The CPUs in this process's affinity mask (and cgroup quota), not
+        // the machine's total: `taskset -c 0-3 reactor-echo --workers auto`
+        // runs 4.
+        return Ok(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not `auto` or a whole number between 1 and {MAX_WORKERS}"
+        )),
+    }
+}
+
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
         .ok()
@@ -123,9 +150,12 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 /// Logging goes to stderr. The level comes from `--log-level`, else from
 /// `RUST_LOG` (`debug`, or per module: `info,reactor_echo=trace`), else info.
-fn init_logging(cli_level: Option<LevelFilter>) {
+fn init_logging(cli_level: Option<LevelFilter>, workers: usize) {
+    // With several loops, each line names its thread: `worker-3`, or `main`
+    // for the coordinator.
     let mut logger = SimpleLogger::new()
         .with_utc_timestamps()
+        .with_threads(workers > 1)
         .with_level(LevelFilter::Info);
     let mut bad_directives = Vec::new();
     match (cli_level, std::env::var("RUST_LOG")) {
@@ -190,13 +220,19 @@ fn main() -> ExitCode {
             .error(clap::error::ErrorKind::ValueValidation, msg)
             .exit();
     }
-    init_logging(cli.log_level);
+    init_logging(cli.log_level, cli.workers);
 
-    let server = match Server::bind(&cli.listen.addrs, config.clone(), Echo) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", cli.listen.text);
-            return ExitCode::from(EXIT_START_FAILED);
+    // One loop: the listener, the signals and every connection in one
+    // thread. Several: a coordinator hands clients to N loops.
+    let (local_addr, run): (_, Box<dyn FnOnce() -> io::Result<DrainReport>>) = if cli.workers == 1 {
+        match Server::bind(&cli.listen.addrs, config.clone(), Echo) {
+            Ok(server) => (server.local_addr(), Box::new(move || server.run())),
+            Err(e) => return cannot_listen(&cli.listen.text, e),
+        }
+    } else {
+        match Workers::bind(&cli.listen.addrs, config.clone(), cli.workers, |_| Echo) {
+            Ok(workers) => (workers.local_addr(), Box::new(move || workers.run())),
+            Err(e) => return cannot_listen(&cli.listen.text, e),
         }
     };
     debug!("{config:?}");
@@ -205,8 +241,9 @@ fn main() -> ExitCode {
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    info!("listening on {}", server.local_addr());
-    match server.run() {
+    info!("listening on {local_addr}");
+    match run() {
+        Ok(report) if report.workers_failed > 0 => ExitCode::from(EXIT_WORKER_FAILED),
         Ok(report) if report.is_complete() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::from(EXIT_DRAIN_INCOMPLETE),
         Err(e) => {
@@ -214,4 +251,9 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_START_FAILED)
         }
     }
+}
+
+fn cannot_listen(listen: &str, e: io::Error) -> ExitCode {
+    eprintln!("error: cannot listen on {listen}: {e}");
+    ExitCode::from(EXIT_START_FAILED)
 }

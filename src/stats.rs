@@ -24,6 +24,7 @@ pub struct Stats {
 }
 
 /// One line: the totals plus two figures of the moment.
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Snapshot {
     /// Totals since start.
     pub totals: Stats,
@@ -31,6 +32,79 @@ pub struct Snapshot {
     pub open: usize,
     /// Connections not being read because their output is backed up.
     pub backpressured: usize,
+}
+
+impl Stats {
+    fn add(&mut self, other: &Stats) {
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        self.closed += other.closed;
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+        self.frames += other.frames;
+        self.loop_turns += other.loop_turns;
+        self.events += other.events;
+    }
+}
+
+impl Snapshot {
+    /// The snapshots of several loops, added up.
+    pub(crate) fn sum(all: &[Snapshot]) -> Snapshot {
+        let mut total = Snapshot::default();
+        for s in all {
+            total.totals.add(&s.totals);
+            total.open += s.open;
+            total.backpressured += s.backpressured;
+        }
+        total
+    }
+}
+
+/// How evenly the workers of `--workers` share the work: per worker, the
+/// connections it accepted, the frames and the bytes it read; and for each,
+/// the busiest worker's figure divided by the average (1.00 is perfect).
+pub(crate) struct Spread<'a>(&'a [Snapshot]);
+
+impl<'a> Spread<'a> {
+    pub(crate) fn of(snapshots: &'a [Snapshot]) -> Self {
+        Spread(snapshots)
+    }
+
+    /// Busiest ÷ average of one figure; 0 when there is nothing yet.
+    pub(crate) fn imbalance(values: &[u64]) -> f64 {
+        let max = values.iter().copied().max().unwrap_or(0);
+        let sum: u64 = values.iter().sum();
+        if sum == 0 {
+            return 0.0;
+        }
+        max as f64 * values.len() as f64 / sum as f64
+    }
+}
+
+impl fmt::Display for Spread<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let figures: [(&str, Vec<u64>); 3] = [
+            (
+                "connections",
+                self.0.iter().map(|s| s.totals.accepted).collect(),
+            ),
+            ("frames", self.0.iter().map(|s| s.totals.frames).collect()),
+            (
+                "bytes_in",
+                self.0.iter().map(|s| s.totals.bytes_in).collect(),
+            ),
+        ];
+        write!(f, "{} workers;", self.0.len())?;
+        for (name, values) in &figures {
+            let list: Vec<String> = values.iter().map(u64::to_string).collect();
+            write!(f, " {name}=[{}]", list.join(" "))?;
+        }
+        f.write_str("; busiest/average:")?;
+        for (name, values) in &figures {
+            write!(f, " {name}={:.2}", Spread::imbalance(values))?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Snapshot {

@@ -132,3 +132,14 @@ fn drain_delivers_what_was_said_then_fin() {
     assert_eq!(read_end(&mut a), End::Eof);
     server.expect_exit(0);
 }
+
+#[test]
+fn the_room_refuses_several_workers() {
+    let out = Command::new(chat_binary())
+        .args(["--listen", "127.0.0.1:0", "--workers", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("one loop"), "{err}");
+}

@@ -304,6 +304,15 @@ fn cut_off_connections_are_reset_and_finished_ones_get_fin() {
         let mut server = Server::start(&["--drain-timeout", timeout, "--log-level", "debug"]);
         let mut done = server.connect_echoed(1).remove(0);
         let (mut stuck, writer) = stuck_client(&server);
+        // Owed output must be waiting in the server itself, not only in the
+        // kernel (that part is still delivered, with a FIN): wait until the
+        // stuck client is paused for backpressure.
+        let give_up = Instant::now() + PATIENCE;
+        while !server.log().contains("backpressured=1") {
+            assert!(Instant::now() < give_up, "never backpressured");
+            server.signal(Signal::USR1);
+            std::thread::sleep(Duration::from_millis(200));
+        }
         server.signal(Signal::TERM);
         assert!(server.wait_for_log("draining", PATIENCE));
         assert_eq!(read_end(&mut done), End::Eof, "force: {force}");

@@ -124,6 +124,7 @@ impl<H: Handler> Server<H> {
         }
         let conn = self.conns.remove(id.key());
         self.stats.closed += 1;
+        self.count_done();
         match &how {
             Ending::Clean => debug!("{id} closed"),
             Ending::CutOff => debug!(

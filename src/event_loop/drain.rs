@@ -4,12 +4,15 @@
 //!
 //! Signals arrive as ordinary events: signal-hook's handler writes to a
 //! socketpair whose read end is registered with the poll (token `SIGNALS`).
-//! See `docs/shutdown.md`.
+//! With `--workers`, the coordinator reads the signals and sends each worker
+//! the drain (`mailbox.rs`); each worker then drains as below. See
+//! `docs/shutdown.md`.
 
 use std::time::Instant;
 
-use log::{info, warn};
+use log::{Level, info, log, warn};
 use signal_hook::consts::SIGUSR1;
+use signal_hook_mio::v1_0::Signals;
 
 use super::Server;
 use super::close::Ending;
@@ -36,6 +39,9 @@ pub struct DrainReport {
     pub failed: u64,
     /// The drain was ended early by a second signal.
     pub forced: bool,
+    /// With `--workers`: workers that panicked or whose loop failed (their
+    /// connections are not counted above).
+    pub workers_failed: usize,
 }
 
 impl DrainReport {
@@ -43,55 +49,101 @@ impl DrainReport {
     pub fn is_complete(&self) -> bool {
         self.cut_off == 0
     }
+
+    /// Adds up the reports of several loops.
+    pub(crate) fn add(&mut self, other: &DrainReport) {
+        self.closed_cleanly += other.closed_cleanly;
+        self.cut_off += other.cut_off;
+        self.failed += other.failed;
+        self.forced |= other.forced;
+        self.workers_failed += other.workers_failed;
+    }
+
+    /// The summary line at the end of a drain.
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "drain {}: {} connections closed cleanly, {} cut off, {} failed",
+            if self.is_complete() {
+                "complete"
+            } else {
+                "incomplete"
+            },
+            self.closed_cleanly,
+            self.cut_off,
+            self.failed
+        )
+    }
+}
+
+/// What one read of the signal socketpair brought: whether SIGUSR1 asked
+/// for numbers, and the name of each stop signal, in order.
+///
+/// Each stop signal counts: the first starts the drain, any other forces
+/// the exit, even when both arrive in one batch (`kill -TERM` then
+/// `kill -INT` at once). signal-hook reports each kind of signal once per
+/// batch, as the kernel does for pending signals: two SIGTERMs this close
+/// are one.
+pub(crate) fn read_signals(signals: &mut Signals) -> (bool, Vec<&'static str>) {
+    let mut report_stats = false;
+    let mut stops = Vec::new();
+    for signal in signals.pending() {
+        match signal {
+            SIGUSR1 => report_stats = true,
+            other => stops.push(signal_hook::low_level::signal_name(other).unwrap_or("signal")),
+        }
+    }
+    (report_stats, stops)
 }
 
 impl<H: Handler> Server<H> {
-    /// Reads every signal that arrived since the last event. Each stop
-    /// signal counts: the first starts the drain, any other forces the exit,
-    /// even when both arrive in one batch (`kill -TERM` then `kill -INT` at
-    /// once). signal-hook reports each kind of signal once per batch, as the
-    /// kernel does for pending signals: two SIGTERMs this close are one.
+    /// Reads the signals that arrived: see `read_signals`.
     pub(super) fn handle_signals(&mut self) {
-        let mut report_stats = false;
-        let mut stops = Vec::new();
-        for signal in self.signals.pending() {
-            match signal {
-                SIGUSR1 => report_stats = true,
-                other => stops.push(signal_hook::low_level::signal_name(other).unwrap_or("signal")),
-            }
-        }
+        let Some(signals) = &mut self.signals else {
+            return;
+        };
+        let (report_stats, stops) = read_signals(signals);
         if report_stats {
             info!("stats: {}", self.snapshot());
         }
         for name in stops {
-            match &mut self.drain {
-                None => self.start_drain(name),
-                Some(drain) => {
-                    warn!("{name} during the drain: exiting now");
-                    drain.forced = true;
-                }
+            if self.drain.is_none() {
+                let deadline = self.now + self.config.drain_timeout;
+                self.start_drain(name, deadline);
+            } else {
+                warn!("{name} during the drain: exiting now");
+                self.force_drain();
             }
         }
     }
 
     /// Graceful shutdown: stop listening, stop taking input, deliver what is
-    /// owed, close every connection cleanly, all under one deadline.
-    fn start_drain(&mut self, signal: &str) {
+    /// owed, close every connection cleanly, all before `deadline`.
+    pub(super) fn start_drain(&mut self, signal: &str, deadline: Instant) {
         self.acceptor.close();
         self.drain = Some(Drain {
-            deadline: self.now + self.config.drain_timeout,
+            deadline,
             forced: false,
         });
-        info!(
+        // A worker's line is detail: the coordinator says it for everyone.
+        log!(
+            self.own_level(),
             "{signal}: draining {} connections (deadline {:?}); send it again to exit at once",
             self.conns.len(),
-            self.config.drain_timeout
+            deadline.saturating_duration_since(self.now)
         );
         // O(connections), once per process: fine.
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         for id in ids {
             self.begin_close(id, CloseReason::Drain);
             self.settle(id);
+        }
+    }
+
+    /// A second signal: the drain ends at the end of this turn, and what is
+    /// left is cut off.
+    pub(super) fn force_drain(&mut self) {
+        if let Some(drain) = &mut self.drain {
+            drain.forced = true;
         }
     }
 
@@ -107,18 +159,17 @@ impl<H: Handler> Server<H> {
             self.destroy(id, Ending::CutOff);
         }
         self.report.forced = drain.forced;
-        let r = self.report;
-        info!(
-            "drain {}: {} connections closed cleanly, {} cut off, {} failed",
-            if r.is_complete() {
-                "complete"
-            } else {
-                "incomplete"
-            },
-            r.closed_cleanly,
-            r.cut_off,
-            r.failed
-        );
-        Some(r)
+        log!(self.own_level(), "{}", self.report.summary());
+        Some(self.report)
+    }
+
+    /// The level for lines that a lone loop says to the user, but that the
+    /// coordinator says for all workers at once.
+    fn own_level(&self) -> Level {
+        if self.mailbox.is_some() {
+            Level::Debug
+        } else {
+            Level::Info
+        }
     }
 }

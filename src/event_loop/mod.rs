@@ -39,10 +39,12 @@
 //! | `drain.rs` | signals and the graceful drain (shutdown) | `docs/shutdown.md` |
 //! | `timeouts.rs` | timers: idle timeout, close deadlines, accept retry | `docs/architecture.md` |
 //! | `observe.rs` | the stats snapshot (SIGUSR1) and trace narration | `README.md` |
+//! | `mailbox.rs` | a worker of `--workers`: connections and signals from the coordinator | `docs/architecture.md` |
 
 mod accept;
 mod close;
 mod drain;
+mod mailbox;
 mod observe;
 mod read;
 mod timeouts;
@@ -65,18 +67,22 @@ use crate::fd_limit::fit_fd_limit;
 use crate::handler::{Handler, Outgoing};
 use crate::io_util::interrupted;
 use crate::listener;
-use crate::stats::Stats;
+use crate::stats::{Snapshot, Stats};
 use crate::timers::Timers;
 
-use accept::Acceptor;
+pub(crate) use accept::Acceptor;
 use drain::Drain;
 pub use drain::DrainReport;
+pub(crate) use drain::read_signals;
+pub(crate) use mailbox::{FromWorker, Mailbox, ToWorker};
 use read::Readiness;
 
 // Reserved tokens. Connection tokens carry a slab key in their low 32 bits
 // (see `ConnId::token`), and slab keys stay far below these.
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// A worker's mailbox (the coordinator's wake-ups), with `--workers`.
+pub(crate) const MAILBOX: Token = Token(usize::MAX - 2);
 
 /// Events taken from the kernel per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
@@ -103,7 +109,10 @@ pub struct Server<H: Handler> {
     /// The listening socket (none in a worker of `--workers`).
     acceptor: Acceptor,
     local_addr: SocketAddr,
-    signals: Signals,
+    /// The stop signals and SIGUSR1 (none in a worker: the coordinator has them).
+    signals: Option<Signals>,
+    /// A worker's line to the coordinator (none in a lone loop).
+    mailbox: Option<Mailbox>,
     conns: Slab<Connection>,
     handler: H,
     config: Config,
@@ -150,11 +159,35 @@ impl<H: Handler> Server<H> {
         let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-        Ok(Server {
+        let local_addr = listener.local_addr()?;
+        let mut server = Server::new(poll, local_addr, config, handler);
+        server.acceptor = Acceptor::new(Some(listener), server.config.max_connections);
+        server.signals = Some(signals);
+        Ok(server)
+    }
+
+    /// A worker of `--workers`: a loop with no listener and no signals,
+    /// fed by the coordinator through `mailbox`, its waker registered with
+    /// `poll` under `MAILBOX`.
+    pub(crate) fn worker(
+        poll: Poll,
+        local_addr: SocketAddr,
+        config: Config,
+        handler: H,
+        mailbox: Mailbox,
+    ) -> Self {
+        let mut server = Server::new(poll, local_addr, config, handler);
+        server.mailbox = Some(mailbox);
+        server
+    }
+
+    fn new(poll: Poll, local_addr: SocketAddr, config: Config, handler: H) -> Self {
+        Server {
             poll,
-            local_addr: listener.local_addr()?,
-            acceptor: Acceptor::new(Some(listener), config.max_connections),
-            signals,
+            local_addr,
+            acceptor: Acceptor::new(None, config.max_connections),
+            signals: None,
+            mailbox: None,
             conns: Slab::new(),
             handler,
             config,
@@ -167,7 +200,7 @@ impl<H: Handler> Server<H> {
             drain: None,
             report: DrainReport::default(),
             stats: Stats::default(),
-        })
+        }
     }
 
     /// The address actually bound (with the real port for `:0`).
@@ -177,6 +210,20 @@ impl<H: Handler> Server<H> {
 
     /// Serves until a signal starts a drain and the drain ends.
     pub fn run(mut self) -> io::Result<DrainReport> {
+        let report = self.serve()?;
+        info!("stats: {}", self.snapshot());
+        Ok(report)
+    }
+
+    /// A worker's `run`: its report and its last numbers, for the
+    /// coordinator to add up.
+    pub(crate) fn run_worker(mut self) -> io::Result<(DrainReport, Snapshot)> {
+        let report = self.serve()?;
+        Ok((report, self.snapshot()))
+    }
+
+    /// The loop itself.
+    fn serve(&mut self) -> io::Result<DrainReport> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
             let timeout = self.poll_timeout();
@@ -204,6 +251,7 @@ impl<H: Handler> Server<H> {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     SIGNALS => self.handle_signals(),
+                    MAILBOX => self.read_mail(),
                     token => self.connection_event(ConnId::from_token(token), Readiness::of(event)),
                 }
                 self.flush_dirty(None);
@@ -214,7 +262,6 @@ impl<H: Handler> Server<H> {
             self.resume_readers();
             self.run_timers();
             if let Some(report) = self.finish_drain() {
-                info!("stats: {}", self.snapshot());
                 return Ok(report);
             }
         }
@@ -249,7 +296,7 @@ mod tests {
 
     #[test]
     fn reserved_tokens_never_name_a_slab_slot() {
-        for token in [LISTENER, SIGNALS] {
+        for token in [LISTENER, SIGNALS, MAILBOX] {
             assert!(ConnId::from_token(token).key() >= Config::MAX_CONNECTIONS_LIMIT);
         }
         let id = ConnId {

@@ -23,9 +23,16 @@ pub struct Server {
 
 impl Server {
     /// Starts `reactor-echo` on a free loopback port with extra `args`.
+    /// `REACTOR_ECHO_TEST_WORKERS=N` in the environment adds `--workers N`
+    /// (unless `args` name it): `make test` runs the suite that way too.
     pub fn start(args: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.args(["--listen", "127.0.0.1:0"]).args(args);
+        if let Ok(n) = std::env::var("REACTOR_ECHO_TEST_WORKERS")
+            && !args.contains(&"--workers")
+        {
+            cmd.args(["--workers", &n]);
+        }
         Server::spawn(cmd)
     }
 

@@ -1,0 +1,581 @@
+//! `--workers N`: N copies of the event loop, one per thread, sharing
+//! nothing on the path of a message, as nginx and Seastar run.
+//!
+//! ```text
+//! reactor-echo --workers 4          # or --workers auto: one per CPU we may use
+//! kill -USR1 <pid>                  # totals, and how evenly the workers share them
+//! ```
+//!
+//! The shape: this thread (the coordinator) owns the listening socket and
+//! the signals, in a `mio::Poll` of its own. It accepts each client and
+//! hands it to the worker serving the fewest connections, over a channel,
+//! then wakes that worker's poll with a `mio::Waker` (`event_loop/mailbox.rs`).
+//! From then on the connection belongs to that worker alone: its own poll,
+//! slab, timers, read buffer and counters. No lock is taken and nothing is
+//! shared on the data path; the only shared word per worker is a count of
+//! the connections it has finished with, written once per connection.
+//!
+//! Why one acceptor rather than a listener per worker with `SO_REUSEPORT`
+//! (nginx's `reuseport`, Envoy): the kernel spreads reuseport connections by
+//! a hash of their addresses, blind to load. With a few connections per
+//! worker, some workers get twice the average and some none (Seastar turned
+//! it off for that reason), and a listener closed at shutdown resets the
+//! clients still in its own queue. One acceptor that picks the least-loaded
+//! worker spreads connections exactly evenly, keeps `--max-connections` and
+//! the EMFILE trick in one place, and closes one listener at the drain. Its
+//! cost is a channel send and a wake-up per connection, not per message.
+//! Seastar, memcached and Redis 8's I/O threads hand connections over the
+//! same way.
+//!
+//! Signals: the first stop signal closes the listener and sends every worker
+//! the drain with one deadline, computed here once; a second one cuts every
+//! worker off. SIGUSR1 asks every worker for its numbers and logs the totals
+//! and the spread. A worker that panics (or whose poll fails) does not hang
+//! the process: the others are drained, and `run` reports the failure.
+//!
+//! `--workers 1` does not come here at all: the lone loop serves the
+//! listener and the signals itself, with no extra thread.
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token, Waker};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::event_loop::{
+    Acceptor, DrainReport, FromWorker, MAILBOX, Mailbox, Server, ToWorker, read_signals,
+};
+use crate::fd_limit::fit_fd_limit;
+use crate::handler::Handler;
+use crate::io_util::interrupted;
+use crate::listener;
+use crate::stats::{Snapshot, Spread};
+
+// The coordinator's tokens: it has only these three sources.
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const REPORTS: Token = Token(2);
+
+/// The coordinator's view of one worker.
+struct Worker {
+    inbox: Sender<ToWorker>,
+    waker: Arc<Waker>,
+    /// Connections handed to it so far (written here only).
+    handed: usize,
+    /// Connections it is done with (written by the worker only).
+    done: Arc<AtomicUsize>,
+    /// It has something new in its inbox: wake it once the batch is sent.
+    to_wake: bool,
+    /// Its loop is still running.
+    running: bool,
+    /// How it ended, once it has.
+    outcome: Option<Result<(DrainReport, Snapshot), String>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Connections it is serving now (or has still to take from its inbox).
+    fn load(&self) -> usize {
+        self.handed
+            .saturating_sub(self.done.load(Ordering::Relaxed))
+    }
+}
+
+/// N event loops behind one acceptor; see the file's header.
+pub struct Workers<F> {
+    poll: Poll,
+    acceptor: Acceptor,
+    local_addr: SocketAddr,
+    signals: Signals,
+    config: Config,
+    count: usize,
+    new_handler: Arc<F>,
+}
+
+impl<F, H> Workers<F>
+where
+    F: Fn(usize) -> H + Send + Sync + 'static,
+    H: Handler + 'static,
+{
+    /// Listens on the first of `addrs` that can be bound, for `count`
+    /// workers (at least 2). Each worker's handler is built on its own
+    /// thread by `new_handler(worker_index)`, so handlers need not be `Send`.
+    /// Takes over the same signals as [`Server::bind`], and raises the
+    /// open-file limit once for the whole process.
+    pub fn bind(
+        addrs: &[SocketAddr],
+        config: Config,
+        count: usize,
+        new_handler: F,
+    ) -> io::Result<Self> {
+        config
+            .validate()
+            .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
+        if count < 2 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Workers needs at least 2 workers; run a Server for one",
+            ));
+        }
+        let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on");
+        let mut bound = None;
+        for addr in addrs {
+            match listener::listen(*addr, config.backlog, config.send_buffer) {
+                Ok(listener) => {
+                    bound = Some(listener);
+                    break;
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        let Some(listener) = bound else {
+            return Err(last_err);
+        };
+        fit_fd_limit(config.max_connections);
+        let poll = Poll::new()?;
+        let local_addr = listener.local_addr()?;
+        let mut acceptor = Acceptor::new(Some(listener), config.max_connections);
+        if let Some(listener) = acceptor.listener_mut() {
+            poll.registry()
+                .register(listener, LISTENER, Interest::READABLE)?;
+        }
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        Ok(Workers {
+            poll,
+            acceptor,
+            local_addr,
+            signals,
+            config,
+            count,
+            new_handler: Arc::new(new_handler),
+        })
+    }
+
+    /// The address actually bound (with the real port for `:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Starts the workers and serves until a signal starts a drain and
+    /// every worker has finished it. The report adds up every worker's;
+    /// `workers_failed` counts workers that panicked or whose loop failed.
+    pub fn run(self) -> io::Result<DrainReport> {
+        let Workers {
+            poll,
+            acceptor,
+            local_addr,
+            signals,
+            config,
+            count,
+            new_handler,
+        } = self;
+        let reports_waker = Arc::new(Waker::new(poll.registry(), REPORTS)?);
+        let (outbox, reports) = mpsc::channel();
+        let mut workers = Vec::with_capacity(count);
+        for index in 0..count {
+            workers.push(spawn_worker(
+                index,
+                local_addr,
+                &config,
+                &new_handler,
+                &outbox,
+                &reports_waker,
+            )?);
+        }
+        info!("{count} workers started");
+        let mut coordinator = Coordinator {
+            poll,
+            acceptor,
+            signals,
+            drain_timeout: config.drain_timeout,
+            reports,
+            workers,
+            now: Instant::now(),
+            rejected: 0,
+            draining: false,
+            stats_asked: None,
+        };
+        coordinator.serve()
+    }
+}
+
+/// Starts worker `index` on its own thread, with its own poll.
+fn spawn_worker<F, H>(
+    index: usize,
+    local_addr: SocketAddr,
+    config: &Config,
+    new_handler: &Arc<F>,
+    outbox: &Sender<FromWorker>,
+    coordinator: &Arc<Waker>,
+) -> io::Result<Worker>
+where
+    F: Fn(usize) -> H + Send + Sync + 'static,
+    H: Handler + 'static,
+{
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), MAILBOX)?);
+    let (inbox_sender, inbox) = mpsc::channel();
+    let done = Arc::new(AtomicUsize::new(0));
+    let mailbox = Mailbox {
+        index,
+        inbox,
+        outbox: outbox.clone(),
+        coordinator: coordinator.clone(),
+        done: done.clone(),
+    };
+    let config = config.clone();
+    let new_handler = new_handler.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("worker-{index}"))
+        .spawn(move || {
+            let outbox = mailbox.outbox.clone();
+            let coordinator = mailbox.coordinator.clone();
+            // A panic must not take the process down with the connections
+            // of the other workers: catch it, and tell the coordinator.
+            let outcome = catch_unwind(AssertUnwindSafe(move || {
+                let handler = new_handler(index);
+                Server::worker(poll, local_addr, config, handler, mailbox).run_worker()
+            }));
+            let outcome = match outcome {
+                Ok(Ok(done)) => Ok(done),
+                Ok(Err(e)) => Err(format!("its event loop failed: {e}")),
+                Err(panic) => Err(format!("it panicked: {}", panic_message(&*panic))),
+            };
+            if outbox.send(FromWorker::Exited(index, outcome)).is_ok() {
+                let _ = coordinator.wake();
+            }
+        })?;
+    Ok(Worker {
+        inbox: inbox_sender,
+        waker,
+        handed: 0,
+        done,
+        to_wake: false,
+        running: true,
+        outcome: None,
+        thread: Some(thread),
+    })
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s
+    } else {
+        "(no message)"
+    }
+}
+
+/// The coordinator's loop: accept and hand over, signals, workers' reports.
+struct Coordinator {
+    poll: Poll,
+    acceptor: Acceptor,
+    signals: Signals,
+    drain_timeout: Duration,
+    reports: Receiver<FromWorker>,
+    workers: Vec<Worker>,
+    now: Instant,
+    rejected: u64,
+    draining: bool,
+    /// SIGUSR1's answers so far, one slot per worker.
+    stats_asked: Option<Vec<Option<Snapshot>>>,
+}
+
+impl Coordinator {
+    fn serve(&mut self) -> io::Result<DrainReport> {
+        let mut events = Events::with_capacity(64);
+        while self.workers.iter().any(|w| w.running) {
+            let timeout = self
+                .acceptor
+                .paused_until()
+                .map(|at| at.saturating_duration_since(Instant::now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(ref e) if interrupted(e) => {}
+                Err(e) => {
+                    // Without its poll the coordinator cannot hear signals
+                    // or reports: drain everyone, then wait for them.
+                    error!("the coordinator's poll failed: {e}; draining");
+                    self.start_drain("poll failure");
+                    self.join_all();
+                    return Err(e);
+                }
+            }
+            self.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    SIGNALS => self.handle_signals(),
+                    REPORTS => self.read_reports(),
+                    _ => {}
+                }
+            }
+            if self.acceptor.pause_over(self.now) {
+                self.accept_all();
+            }
+            self.wake_workers();
+        }
+        self.join_all();
+        Ok(self.final_report())
+    }
+
+    /// Connections served by all workers together.
+    fn open(&self) -> usize {
+        self.workers.iter().map(Worker::load).sum()
+    }
+
+    /// Accepts every waiting client (edge-triggered, as in the lone loop)
+    /// and hands each to the least-loaded worker. O(workers) per client:
+    /// a handful of loads to compare, fine.
+    fn accept_all(&mut self) {
+        let mut open = self.open();
+        while let Some((stream, addr)) = self.acceptor.next(self.now, open, &mut self.rejected) {
+            if self.hand_over(stream, addr) {
+                open += 1;
+            }
+        }
+    }
+
+    /// Gives `stream` to the running worker with the fewest connections;
+    /// returns whether one took it.
+    fn hand_over(&mut self, mut stream: TcpStream, addr: SocketAddr) -> bool {
+        loop {
+            let Some(worker) = self
+                .workers
+                .iter_mut()
+                .filter(|w| w.running)
+                .min_by_key(|w| w.load())
+            else {
+                // No worker left: dropping the stream closes it.
+                return false;
+            };
+            match worker.inbox.send(ToWorker::Connection(stream, addr)) {
+                Ok(()) => {
+                    worker.handed += 1;
+                    worker.to_wake = true;
+                    return true;
+                }
+                // That worker has just died: try the next one.
+                Err(mpsc::SendError(ToWorker::Connection(back, _))) => {
+                    worker.running = false;
+                    stream = back;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// One wake-up per worker per turn, however many messages it got.
+    fn wake_workers(&mut self) {
+        for worker in self.workers.iter_mut().filter(|w| w.to_wake) {
+            worker.to_wake = false;
+            if let Err(e) = worker.waker.wake() {
+                warn!("cannot wake a worker: {e}");
+            }
+        }
+    }
+
+    /// Sends `message` (made afresh for each) to every running worker.
+    fn tell_all(&mut self, message: impl Fn() -> ToWorker) {
+        for worker in self.workers.iter_mut().filter(|w| w.running) {
+            if worker.inbox.send(message()).is_ok() {
+                worker.to_wake = true;
+            }
+        }
+    }
+
+    fn handle_signals(&mut self) {
+        let (report_stats, stops) = read_signals(&mut self.signals);
+        if report_stats {
+            let slots = self.workers.iter().map(|_| None).collect();
+            self.stats_asked = Some(slots);
+            self.tell_all(|| ToWorker::Stats);
+        }
+        for name in stops {
+            if self.draining {
+                warn!("{name} during the drain: exiting now");
+                self.tell_all(|| ToWorker::Force);
+            } else {
+                self.start_drain(name);
+            }
+        }
+    }
+
+    /// Closes the listener and sends every worker the drain, with one
+    /// deadline for all of them.
+    fn start_drain(&mut self, signal: &'static str) {
+        self.draining = true;
+        self.acceptor.close();
+        let deadline = self.now + self.drain_timeout;
+        info!(
+            "{signal}: draining {} connections on {} workers (deadline {:?}); send it again to exit at once",
+            self.open(),
+            self.workers.iter().filter(|w| w.running).count(),
+            self.drain_timeout
+        );
+        self.tell_all(|| ToWorker::Drain { signal, deadline });
+        self.wake_workers();
+    }
+
+    fn read_reports(&mut self) {
+        while let Ok(report) = self.reports.try_recv() {
+            match report {
+                FromWorker::Stats(index, snapshot) => self.stats_answer(index, snapshot),
+                FromWorker::Exited(index, outcome) => {
+                    let failed = outcome.is_err();
+                    match &outcome {
+                        Err(why) => error!("worker {index} stopped: {why}"),
+                        Ok(_) => debug!("worker {index} finished"),
+                    }
+                    if let Some(worker) = self.workers.get_mut(index) {
+                        worker.running = false;
+                        worker.outcome = Some(outcome);
+                    }
+                    // The others must not serve on as if nothing happened:
+                    // drain them, and let the exit status say it.
+                    if failed && !self.draining {
+                        self.start_drain("worker failure");
+                    }
+                    // A worker that is gone will not answer SIGUSR1.
+                    self.log_stats_if_complete();
+                }
+            }
+        }
+    }
+
+    fn stats_answer(&mut self, index: usize, snapshot: Snapshot) {
+        if let Some(slot) = self
+            .stats_asked
+            .as_mut()
+            .and_then(|slots| slots.get_mut(index))
+        {
+            *slot = Some(snapshot);
+        }
+        self.log_stats_if_complete();
+    }
+
+    /// Logs SIGUSR1's line once every running worker has answered.
+    fn log_stats_if_complete(&mut self) {
+        let Some(slots) = &self.stats_asked else {
+            return;
+        };
+        let complete = slots
+            .iter()
+            .zip(&self.workers)
+            .all(|(slot, worker)| slot.is_some() || !worker.running);
+        if !complete {
+            return;
+        }
+        let snapshots: Vec<Snapshot> = slots.iter().flatten().copied().collect();
+        self.stats_asked = None;
+        log_stats(&snapshots, self.rejected);
+    }
+
+    /// Waits for every worker's thread to end.
+    fn join_all(&mut self) {
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take()
+                && thread.join().is_err()
+            {
+                // Cannot happen: the thread catches its own panics.
+                error!("a worker thread ended in a panic");
+            }
+        }
+        // Reports that came after the last poll.
+        self.read_reports();
+    }
+
+    /// Adds up the workers' drain reports; logs the summary and the stats.
+    fn final_report(&self) -> DrainReport {
+        let mut total = DrainReport::default();
+        let mut snapshots = Vec::new();
+        for worker in &self.workers {
+            match &worker.outcome {
+                Some(Ok((report, snapshot))) => {
+                    total.add(report);
+                    snapshots.push(*snapshot);
+                }
+                Some(Err(_)) | None => total.workers_failed += 1,
+            }
+        }
+        info!("{}", total.summary());
+        log_stats(&snapshots, self.rejected);
+        total
+    }
+}
+
+/// The totals of all workers, then how evenly they shared the work.
+fn log_stats(snapshots: &[Snapshot], rejected: u64) {
+    let mut total = Snapshot::sum(snapshots);
+    // The coordinator's acceptor rejects; workers never do.
+    total.totals.rejected += rejected;
+    info!("stats: {total}");
+    info!("workers: {}", Spread::of(snapshots));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ConnId;
+    use crate::handler::Context;
+    use std::io::{Read, Write};
+
+    /// Echoes, but a frame "boom" panics the worker serving it.
+    struct PanicOnBoom;
+
+    impl Handler for PanicOnBoom {
+        fn on_frame(&mut self, ctx: &mut Context<'_>, conn: ConnId, frame: &[u8]) {
+            assert!(frame != b"boom\n", "the handler was told to panic");
+            ctx.send(conn, frame);
+        }
+    }
+
+    fn roundtrip(c: &mut std::net::TcpStream, line: &[u8]) {
+        c.write_all(line).unwrap();
+        let mut got = vec![0; line.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(got, line);
+    }
+
+    #[test]
+    fn a_worker_that_panics_does_not_hang_the_process() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let workers = Workers::bind(&[addr], Config::default(), 2, |_| PanicOnBoom).unwrap();
+        let addr = workers.local_addr();
+        let (done, ended) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(workers.run());
+        });
+        // Least-loaded: the first client goes to one worker, the second to
+        // the other.
+        let mut doomed = std::net::TcpStream::connect(addr).unwrap();
+        roundtrip(&mut doomed, b"hello\n");
+        let mut other = std::net::TcpStream::connect(addr).unwrap();
+        roundtrip(&mut other, b"hello\n");
+        doomed.write_all(b"boom\n").unwrap();
+
+        let report = ended
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the process must not hang on a dead worker")
+            .unwrap();
+        assert_eq!(report.workers_failed, 1);
+        // The surviving worker drained its client: every byte, then FIN.
+        let mut rest = Vec::new();
+        other.read_to_end(&mut rest).unwrap();
+        assert!(rest.is_empty());
+        assert_eq!(report.closed_cleanly, 1);
+    }
+}

@@ -1,0 +1,171 @@
+//! `--workers N`: N event loops behind one acceptor. What only several
+//! workers can show: connections spread over them (and the SIGUSR1 spread
+//! says so), one port for all, one drain for all, and the flag itself.
+//!
+//! The rest of the suite also runs with workers: `make test` runs every
+//! integration test again with `REACTOR_ECHO_TEST_WORKERS=2`, which the
+//! harness turns into `--workers 2` for every server it starts.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Asks for the stats and returns the `workers:` line that answers.
+fn spread_line(server: &Server) -> String {
+    let before = server.log().matches("workers: ").count();
+    server.signal(Signal::USR1);
+    let give_up = Instant::now() + PATIENCE;
+    loop {
+        let log = server.log();
+        if log.matches("workers: ").count() > before {
+            let line = log.lines().rfind(|l| l.contains("workers: ")).unwrap();
+            return line.to_string();
+        }
+        assert!(Instant::now() < give_up, "no stats line:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The per-worker list `name=[a b c]` of a `workers:` line.
+fn per_worker(line: &str, name: &str) -> Vec<u64> {
+    let start = line.find(&format!("{name}=[")).expect(name) + name.len() + 2;
+    let end = start + line[start..].find(']').unwrap();
+    line[start..end]
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn pipelining_clients_each_get_their_own_bytes_on_every_worker() {
+    for workers in ["2", "4"] {
+        let server = Server::start(&["--workers", workers]);
+        let addr = server.addr;
+        let clients: Vec<_> = (0..300)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    let mut c = connect(addr);
+                    for round in 0..3 {
+                        let mut batch = Vec::new();
+                        for k in 0..40 {
+                            batch.extend(test_line(i, round * 40 + k, 20 + (i + k) % 200));
+                        }
+                        c.write_all(&batch).unwrap();
+                        assert!(
+                            read_n(&mut c, batch.len()) == batch,
+                            "client {i} round {round}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for c in clients {
+            c.join().unwrap();
+        }
+        // Every worker served some, and the least-loaded choice kept the
+        // connection counts level (the clients came and went at random).
+        let line = spread_line(&server);
+        let conns = per_worker(&line, "connections");
+        assert_eq!(conns.len(), workers.parse::<usize>().unwrap(), "{line}");
+        assert_eq!(conns.iter().sum::<u64>(), 300, "{line}");
+        assert!(conns.iter().all(|&n| n > 0), "a worker got none: {line}");
+        let frames = per_worker(&line, "frames");
+        assert_eq!(frames.iter().sum::<u64>(), 300 * 3 * 40, "{line}");
+    }
+}
+
+#[test]
+fn held_connections_are_spread_evenly() {
+    // 64 per worker, all held open at once: least-loaded hands them out
+    // one by one, so every worker gets exactly its share.
+    let server = Server::start(&["--workers", "4"]);
+    let held = server.connect_echoed(256);
+    let line = spread_line(&server);
+    assert_eq!(per_worker(&line, "connections"), [64, 64, 64, 64], "{line}");
+    assert!(line.contains("busiest/average: connections=1.00"), "{line}");
+    assert!(server.log().contains("open=256"), "{}", server.log());
+    drop(held);
+}
+
+#[test]
+fn port_zero_gives_one_port_and_a_second_instance_is_refused() {
+    let server = Server::start(&["--workers", "2"]);
+    let mut clients: Vec<_> = (0..8).map(|_| server.connect()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let line = test_line(i, 0, 30);
+        roundtrip(c, &line, &line);
+    }
+    // No SO_REUSEPORT: a second copy cannot silently join the first.
+    let out = Command::new(BIN)
+        .args(["--workers", "2", "--listen", &server.addr.to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("in use"), "{err}");
+}
+
+#[test]
+fn one_drain_for_all_workers() {
+    let mut server = Server::start(&["--workers", "2"]);
+    let mut idle = server.connect_echoed(100);
+    let t0 = Instant::now();
+    server.signal(Signal::TERM);
+    let status = server.wait_exit(PATIENCE).expect("exits");
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", server.log());
+    assert!(
+        took < Duration::from_secs(1),
+        "100 idle connections took {took:?}"
+    );
+    for c in &mut idle {
+        assert_eq!(read_end(c), End::Eof);
+    }
+    let log = server.log();
+    // One line for the process, not one per worker.
+    assert_eq!(
+        log.matches("draining 100 connections on 2 workers").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains("drain complete: 100 connections closed cleanly, 0 cut off"),
+        "{log}"
+    );
+    let spread = log.lines().rfind(|l| l.contains("workers: ")).unwrap();
+    assert_eq!(per_worker(spread, "connections"), [50, 50], "{spread}");
+}
+
+#[test]
+fn the_workers_flag() {
+    // auto: one per CPU this process may use; it serves like any other.
+    let server = Server::start(&["--workers", "auto"]);
+    let mut c = server.connect();
+    roundtrip(&mut c, b"auto\n", b"auto\n");
+    for bad in ["0", "-1", "many", "1.5", "99999"] {
+        let out = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", &format!("--workers={bad}")])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--workers {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--workers"), "--workers {bad}: {err}");
+    }
+}
+
+#[test]
+fn workers_1_is_the_lone_loop_with_no_extra_thread() {
+    let server = Server::start(&["--workers", "1"]);
+    let mut c = server.connect();
+    roundtrip(&mut c, b"one\n", b"one\n");
+    assert_eq!(server.proc_status("Threads"), 1);
+    let two = Server::start(&["--workers", "2"]);
+    // The coordinator and two workers.
+    assert_eq!(two.proc_status("Threads"), 3);
+}
