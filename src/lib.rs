@@ -27,7 +27,7 @@
 //! | `event_loop/timeouts.rs` | idle timeout, close deadlines, accept retry |
 //! | `event_loop/observe.rs` | stats snapshot, trace narration |
 //! | `listener.rs` | the listening socket and its backlog |
-//! | `workers.rs` | `--workers N`: the coordinator that hands clients to N loops |
+//! | `workers/mod.rs`, `workers/coordinator.rs` | `--workers N`: starting N loops, and the coordinator that hands them clients |
 //! | `connection.rs` | one connection: state, buffers, write-out, discard |
 //! | `framing.rs` | cutting a byte stream into frames; pure, no I/O |
 //! | `handler.rs` | the [`Handler`] seam between loop and application |

@@ -8,7 +8,7 @@
 //! "EMFILE trick". See `docs/architecture.md`.
 //!
 //! [`Acceptor`] is the listening side on its own, so that the single loop
-//! and the coordinator of `--workers` (`src/workers.rs`) accept the same way:
+//! and the coordinator of `--workers` (`src/workers/`) accept the same way:
 //! the loop registers what it accepts itself, the coordinator hands it to a
 //! worker.
 

@@ -1,5 +1,5 @@
 //! A worker's mailbox: how a loop running as one of `--workers N` hears from
-//! the coordinator (`src/workers.rs`), and answers it.
+//! the coordinator (`src/workers/`), and answers it.
 //!
 //! The coordinator owns the listener and the signals. It sends each worker
 //! the clients it accepted for it, and the drain, the second signal and
