@@ -10,11 +10,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Context switches the server has made (each blocking poll that returns is one).
-fn wakeups(server: &Server) -> u64 {
-    server.proc_status("voluntary_ctxt_switches") + server.proc_status("nonvoluntary_ctxt_switches")
-}
-
 #[test]
 fn connections_over_the_cap_are_closed_at_once_and_slots_free_up() {
     let server = Server::start(&["--max-connections", "5"]);
@@ -88,9 +83,9 @@ fn an_idle_server_makes_no_wakeups() {
     let server = Server::start(&["--idle-timeout", "100"]);
     let _held_open = server.connect_echoed(200);
     std::thread::sleep(Duration::from_millis(300));
-    let before = wakeups(&server);
+    let before = server.wakeups();
     std::thread::sleep(Duration::from_millis(1500));
-    let after = wakeups(&server);
+    let after = server.wakeups();
     assert!(
         after - before <= 1,
         "the idle server woke {} times",
@@ -105,7 +100,8 @@ fn start_with_fd_limit(limit: u32, args: &[&str]) -> Server {
         .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
         .arg(BIN)
         .args(["--listen", "127.0.0.1:0"])
-        .args(args);
+        .args(args)
+        .args(workers_from_env());
     Server::spawn(cmd)
 }
 

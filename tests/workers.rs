@@ -169,3 +169,27 @@ fn workers_1_is_the_lone_loop_with_no_extra_thread() {
     // The coordinator and two workers.
     assert_eq!(two.proc_status("Threads"), 3);
 }
+
+#[test]
+fn the_connection_cap_counts_every_worker() {
+    let server = Server::start(&["--workers", "2", "--max-connections", "6"]);
+    let mut served = server.connect_echoed(6);
+    // The seventh is over the cap for the process, not for one worker.
+    let mut extra = server.connect();
+    assert_eq!(read_end(&mut extra), End::Eof);
+    let line = spread_line(&server);
+    assert_eq!(per_worker(&line, "connections"), [3, 3], "{line}");
+    assert!(server.log().contains("rejected=1"), "{}", server.log());
+    // A slot freed on either worker lets the next one in.
+    drop(served.pop());
+    let give_up = Instant::now() + PATIENCE;
+    loop {
+        let mut c = server.connect();
+        c.write_all(b"in\n").unwrap();
+        match read_end(&mut c) {
+            End::Data(d) if d == b"in\n" => break,
+            _ => assert!(Instant::now() < give_up, "the freed slot never came back"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -28,10 +28,8 @@ impl Server {
     pub fn start(args: &[&str]) -> Server {
         let mut cmd = Command::new(BIN);
         cmd.args(["--listen", "127.0.0.1:0"]).args(args);
-        if let Ok(n) = std::env::var("REACTOR_ECHO_TEST_WORKERS")
-            && !args.contains(&"--workers")
-        {
-            cmd.args(["--workers", &n]);
+        if !args.contains(&"--workers") {
+            cmd.args(workers_from_env());
         }
         Server::spawn(cmd)
     }
@@ -171,6 +169,27 @@ impl Server {
             .unwrap_or_else(|| panic!("no {field} in /proc status"))
     }
 
+    /// Context switches of every thread of the server (each blocking poll
+    /// that returns is one), the coordinator's and each worker's included.
+    pub fn wakeups(&self) -> u64 {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        let mut total = 0;
+        for task in tasks.flatten() {
+            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            for line in status.lines() {
+                if let Some(v) = line
+                    .strip_prefix("voluntary_ctxt_switches:")
+                    .or_else(|| line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                {
+                    total += v.trim().parse::<u64>().unwrap();
+                }
+            }
+        }
+        total
+    }
+
     pub fn rss_kib(&self) -> u64 {
         self.proc_status("VmRSS")
     }
@@ -199,6 +218,15 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `--workers N` when `REACTOR_ECHO_TEST_WORKERS=N` is set (`make test`
+/// runs the integration tests once more that way), else nothing.
+pub fn workers_from_env() -> Vec<String> {
+    match std::env::var("REACTOR_ECHO_TEST_WORKERS") {
+        Ok(n) if !n.is_empty() => vec!["--workers".to_string(), n],
+        _ => Vec::new(),
     }
 }
 
