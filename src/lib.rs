@@ -1,7 +1,8 @@
 //! # reactor-echo
 //!
 //! A TCP server on a single-threaded, hand-rolled event loop over raw
-//! [`mio`]: no async runtime, no thread per connection. It rebuilds the echo
+//! [`mio`]: no async runtime, no thread per connection; with [`Workers`],
+//! N copies of that loop, one per core, sharing nothing. It rebuilds the echo
 //! server of the Go tutorial "Golang 编写 Tcp 服务器" (the TCP layer of godis)
 //! the way an epoll server is really built, to be read, run and measured.
 //!
@@ -10,8 +11,9 @@
 //! file descriptors, shutdown without losing a byte); lean in syscalls and
 //! memory; simple enough to learn multiplexed I/O from.
 //!
-//! Non-goals: multiple threads or cores (run one process per core behind
-//! `SO_REUSEPORT` if you need that), TLS, UDP, platforms other than Linux
+//! Non-goals: threads that share connections or state (each worker of
+//! [`Workers`] is a whole loop of its own, and a connection never moves
+//! between workers), TLS, UDP, platforms other than Linux
 //! (the loop itself is portable mio; the lingering close and fd-limit code
 //! use Linux calls), and being a general-purpose framework.
 //!
