@@ -4,11 +4,17 @@
 //! this file holds *what* a connection is and the two I/O primitives it needs
 //! (write out what is pending, read and throw away). An idle connection costs
 //! only this struct: both buffers are empty `Vec`s that own no memory.
+//!
+//! At `--log-level trace` both narrate each call they make (short writes and
+//! `EAGAIN` included), naming the fd as strace does; below `trace` those
+//! lines cost one comparison each and format nothing.
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::time::Instant;
 
+use log::trace;
 use mio::Token;
 use mio::net::TcpStream;
 
@@ -232,19 +238,45 @@ impl Connection {
     /// arms the next writable edge just as `WouldBlock` would: so we stop
     /// there instead of making the call that would only return `EAGAIN`.
     pub fn write_out(&mut self, spare: &mut Vec<u8>) -> io::Result<usize> {
+        if !self.write_ready && !self.output.is_empty() {
+            trace!(
+                "    {} fd {}: {} B not written: the last write came up short, so wait for EPOLLOUT",
+                self.id,
+                self.stream.as_raw_fd(),
+                self.output.len()
+            );
+        }
         let mut total = 0;
         while !self.output.is_empty() && self.write_ready {
             // In bounds: `written` only grows by what `write` took of `pending`.
             let pending = &self.output.buf[self.output.written..];
+            let len = pending.len();
             match self.stream.write(pending) {
                 // A zero-length write of a non-empty buffer: the socket is unusable.
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.output.written += n;
                     total += n;
-                    self.write_ready = n == pending.len();
+                    self.write_ready = n == len;
+                    trace!(
+                        "    {} fd {}: wrote {n} of {len} B{}",
+                        self.id,
+                        self.stream.as_raw_fd(),
+                        if n < len {
+                            " (short: the send buffer is full; the rest waits for EPOLLOUT)"
+                        } else {
+                            ""
+                        }
+                    );
                 }
-                Err(ref e) if would_block(e) => self.write_ready = false,
+                Err(ref e) if would_block(e) => {
+                    self.write_ready = false;
+                    trace!(
+                        "    {} fd {}: write: EAGAIN ({len} B wait for EPOLLOUT)",
+                        self.id,
+                        self.stream.as_raw_fd()
+                    );
+                }
                 Err(ref e) if interrupted(e) => continue,
                 Err(e) => return Err(e),
             }
@@ -264,9 +296,29 @@ impl Connection {
     pub fn discard_input(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
         loop {
             match self.stream.read(scratch) {
-                Ok(0) => return Ok(true),
-                Ok(_) => continue,
-                Err(ref e) if would_block(e) => return Ok(false),
+                Ok(0) => {
+                    trace!(
+                        "    {} fd {}: read 0 B: EOF",
+                        self.id,
+                        self.stream.as_raw_fd()
+                    );
+                    return Ok(true);
+                }
+                Ok(n) => {
+                    trace!(
+                        "    {} fd {}: read {n} B, discarded (closing)",
+                        self.id,
+                        self.stream.as_raw_fd()
+                    );
+                }
+                Err(ref e) if would_block(e) => {
+                    trace!(
+                        "    {} fd {}: read: EAGAIN",
+                        self.id,
+                        self.stream.as_raw_fd()
+                    );
+                    return Ok(false);
+                }
                 Err(ref e) if interrupted(e) => continue,
                 Err(e) => return Err(e),
             }

@@ -8,8 +8,9 @@
 
 use std::io::Read;
 use std::ops::ControlFlow;
+use std::os::fd::AsRawFd;
 
-use log::{debug, trace, warn};
+use log::{Level, debug, log_enabled, trace, warn};
 use mio::event::Event;
 
 use super::close::Ending;
@@ -91,26 +92,45 @@ impl<H: Handler> Server<H> {
             // Backpressured: resumed later. Closing: `settle` reads and
             // discards. Half-closed: nothing more can come.
             if conn.state != State::Open {
+                trace!("    {id}: not read ({})", conn.state);
                 return;
             }
             let n = match conn.stream.read(&mut self.read_buf) {
-                Ok(0) => return self.peer_closed(id),
+                Ok(0) => {
+                    trace!("    {id} fd {}: read 0 B: EOF", conn.stream.as_raw_fd());
+                    return self.peer_closed(id);
+                }
                 Ok(n) => n,
-                Err(ref e) if would_block(e) => return,
+                Err(ref e) if would_block(e) => {
+                    trace!("    {id} fd {}: read: EAGAIN", conn.stream.as_raw_fd());
+                    return;
+                }
                 Err(ref e) if interrupted(e) => continue,
                 Err(e) => return self.destroy(id, Ending::Failed(e)),
             };
+            let short = n < self.read_buf.len();
+            trace!(
+                "    {id} fd {}: read {n} B{}",
+                conn.stream.as_raw_fd(),
+                match (short, until_would_block) {
+                    (false, _) => " (a full buffer: read again)",
+                    (true, false) =>
+                        " (short: the queue is empty; stop, the next byte makes a new edge)",
+                    (true, true) => " (short, but read on to EAGAIN or EOF)",
+                }
+            );
             conn.last_active = self.now;
             self.stats.bytes_in += n as u64;
             self.deliver(id, n);
             // Write the replies now, in the same turn that read the request.
             self.flush_dirty(Some(id));
-            if n < self.read_buf.len() && !until_would_block {
+            if short && !until_would_block {
                 return;
             }
         }
         // Read budget spent and there may be more: come back after the
         // others, so one busy client cannot starve the rest.
+        trace!("    {id}: {READS_PER_TURN} reads in this call: the rest is read later");
         self.resume.push(id);
     }
 
@@ -176,12 +196,22 @@ impl<H: Handler> Server<H> {
     /// Reads again from connections that were paused or out of budget.
     /// Edge-triggered: their data may have been waiting since an event we
     /// did not act on, and no new event will come for it. Read it ourselves.
+    ///
+    /// Each gets a fresh budget of `READS_PER_TURN` reads, so a connection
+    /// whose event spent its budget can be read up to twice that in one
+    /// turn; if it still has more, it waits for the next turn.
     pub(super) fn resume_readers(&mut self) {
         let ids = std::mem::take(&mut self.resume);
+        // Checked once per call: narration costs nothing below `trace`.
+        let narrate = log_enabled!(Level::Trace);
         for id in ids {
+            let before = narrate.then_some(self.stats);
             self.read_input(id, true);
             self.settle(id);
             self.flush_dirty(None);
+            if let Some(before) = before {
+                self.narrate_work("resume", id, &before);
+            }
         }
     }
 }

@@ -1,9 +1,10 @@
 //! Timers: the idle timeout, the deadline of a close outside a drain, and
 //! retrying `accept` after a failure. Deadlines live in a heap
 //! (`crate::timers`), checked once per turn; the nearest one bounds `poll`'s
-//! timeout, so an idle server makes no syscalls at all.
+//! timeout, so an idle server makes no syscalls at all. At `trace`, each
+//! timer that fires is narrated (`observe.rs`).
 
-use log::debug;
+use log::{Level, debug, log_enabled, trace};
 
 use super::close::Ending;
 use super::{CLOSE_TIMEOUT, Server};
@@ -14,19 +15,34 @@ use crate::timers::Timer;
 impl<H: Handler> Server<H> {
     pub(super) fn run_timers(&mut self) {
         if self.acceptor.pause_over(self.now) {
+            let before = self.stats.accepted;
             self.accept_all();
+            trace!(
+                "  timer accept retry: accepted {}",
+                self.stats.accepted - before
+            );
         }
+        // Checked once per turn: narration costs nothing below `trace`.
+        let narrate = log_enabled!(Level::Trace);
         while let Some(timer) = self.timers.pop_expired(self.now) {
-            match timer {
-                Timer::Idle(id) => self.idle_check(id),
+            let before = narrate.then_some(self.stats);
+            let what = match timer {
+                Timer::Idle(id) => {
+                    self.idle_check(id);
+                    "timer idle"
+                }
                 Timer::CloseDeadline(id) => {
                     if self.conn_mut(id).is_some() {
                         debug!("{id} did not finish closing in {CLOSE_TIMEOUT:?}");
                         self.destroy(id, Ending::CutOff);
                     }
+                    "timer close deadline"
                 }
-            }
+            };
             self.flush_dirty(None);
+            if let Some(before) = before {
+                self.narrate_work(what, timer.conn(), &before);
+            }
         }
         let conns = &self.conns;
         self.timers.compact(conns.len(), |id| {
