@@ -14,9 +14,12 @@ SOAK_ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 help:  ## List the targets
+	@# The help texts name variables as $$(NAME): print their values instead.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
-		-v addr='$(ADDR)' -v fuzz='$(FUZZ_SECONDS)' \
-		'{gsub(/\$$\(ADDR\)/, addr); gsub(/\$$\(FUZZ_SECONDS\)/, fuzz); printf "  make %-8s %s\n", $$1, $$2}'
+		-v vars='ADDR=$(ADDR) FUZZ_SECONDS=$(FUZZ_SECONDS) SOAK_SECS=$(SOAK_SECS)' \
+		'BEGIN { n = split(vars, kv, " ") } \
+		{ for (i = 1; i <= n; i++) { split(kv[i], p, "="); gsub("\\$$\\(" p[1] "\\)", p[2], $$2) } \
+		  printf "  make %-8s %s\n", $$1, $$2 }'
 
 run:  ## Build release and serve on $(ADDR) (talk to it: nc 127.0.0.1 8000)
 	$(CARGO) run --release --quiet -- --listen $(ADDR)
