@@ -208,6 +208,8 @@ pub(crate) struct Connection {
     pub dirty: bool,
     /// The handler asked to close this connection once its output is sent.
     pub close_requested: bool,
+    /// Already on the loop's list for `resume_readers`.
+    pub resume_queued: bool,
     /// The socket may take more output (nginx's `wev->ready`). Cleared when
     /// a write comes up short; set again by the next writable event. While
     /// it is clear, trying to write would only return `EAGAIN`.
@@ -226,6 +228,7 @@ impl Connection {
             waiters: Vec::new(),
             dirty: false,
             close_requested: false,
+            resume_queued: false,
             write_ready: true,
         }
     }

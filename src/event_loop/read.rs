@@ -131,7 +131,19 @@ impl<H: Handler> Server<H> {
         // Read budget spent and there may be more: come back after the
         // others, so one busy client cannot starve the rest.
         trace!("    {id}: {READS_PER_TURN} reads in this call: the rest is read later");
-        self.resume.push(id);
+        self.queue_resume(id);
+    }
+
+    /// Queues `id` for `resume_readers`, once. Without the check, a
+    /// connection whose event spends its budget while it is still queued
+    /// from the turn before would be read twice over there.
+    pub(super) fn queue_resume(&mut self, id: ConnId) {
+        if let Some(conn) = self.conn_mut(id)
+            && !conn.resume_queued
+        {
+            conn.resume_queued = true;
+            self.resume.push(id);
+        }
     }
 
     /// Hands the frames completed by the `n` bytes just read to the handler.
@@ -199,12 +211,17 @@ impl<H: Handler> Server<H> {
     ///
     /// Each gets a fresh budget of `READS_PER_TURN` reads, so a connection
     /// whose event spent its budget can be read up to twice that in one
-    /// turn; if it still has more, it waits for the next turn.
+    /// turn (once in its event, once here); if it still has more, it is
+    /// queued again and waits for the next turn.
     pub(super) fn resume_readers(&mut self) {
         let ids = std::mem::take(&mut self.resume);
         // Checked once per call: narration costs nothing below `trace`.
         let narrate = log_enabled!(Level::Trace);
         for id in ids {
+            let Some(conn) = self.conn_mut(id) else {
+                continue;
+            };
+            conn.resume_queued = false;
             let before = narrate.then_some(self.stats);
             self.read_input(id, true);
             self.settle(id);
@@ -246,6 +263,22 @@ mod tests {
             .map(|(_, c)| c.id)
             .max_by_key(|id| id.serial)
             .unwrap()
+    }
+
+    #[test]
+    fn a_connection_is_queued_for_resume_once() {
+        let mut server = server();
+        let _client = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        let id = accept_one(&mut server);
+        // Its event spent the budget while it was still queued: once only.
+        server.queue_resume(id);
+        server.queue_resume(id);
+        assert_eq!(server.resume, [id]);
+        // Nothing to read (EAGAIN): read, not queued again, and free to be.
+        server.resume_readers();
+        assert!(server.resume.is_empty());
+        server.queue_resume(id);
+        assert_eq!(server.resume, [id]);
     }
 
     #[test]

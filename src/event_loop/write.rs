@@ -93,7 +93,7 @@ impl<H: Handler> Server<H> {
             {
                 conn.state = State::Open;
                 debug!("{w} resumed");
-                self.resume.push(w);
+                self.queue_resume(w);
             }
         }
     }
