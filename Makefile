@@ -4,7 +4,7 @@
 ADDR ?= 127.0.0.1:8000
 CARGO ?= cargo
 
-.PHONY: help run build test soak bench perf strace fuzz doc clean
+.PHONY: help run build test soak bench bench-compare perf strace fuzz doc clean
 
 FUZZ_SECONDS ?= 60
 # make soak: seconds of load before SIGTERM, and extra server flags passed
@@ -12,14 +12,29 @@ FUZZ_SECONDS ?= 60
 SOAK_SECS ?= 60
 SOAK_ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+# make bench-compare (docs/benchmarks.md, "Scaling with --workers"): server
+# core counts ("1 2 4 8"), the server's CPUs (N cores: the first N of the
+# list) and the load generators', load generator processes, rounds, seconds
+# per scenario, a subset of servers or scenarios, SYSCALLS=1 to count them.
+# Left empty: the tool picks from the CPUs there are (2 CPUs: server on 1,
+# load on 0, and both share CPU 0 at 2 server cores: the report says so).
+CORES ?=
+SERVER_CPUS ?=
+CLIENT_CPUS ?=
+CLIENTS ?=
+ROUNDS ?= 3
+BENCH_SECS ?= 4
+SERVERS ?=
+ONLY ?=
+SYSCALLS ?=
 
 help:  ## List the targets
 	@# The help texts name variables as $$(NAME): print their values instead.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
-		-v vars='ADDR=$(ADDR) FUZZ_SECONDS=$(FUZZ_SECONDS) SOAK_SECS=$(SOAK_SECS)' \
+		-v vars='ADDR=$(ADDR) FUZZ_SECONDS=$(FUZZ_SECONDS) SOAK_SECS=$(SOAK_SECS) ROUNDS=$(ROUNDS) BENCH_SECS=$(BENCH_SECS)' \
 		'BEGIN { n = split(vars, kv, " ") } \
 		{ for (i = 1; i <= n; i++) { split(kv[i], p, "="); gsub("\\$$\\(" p[1] "\\)", p[2], $$2) } \
-		  printf "  make %-8s %s\n", $$1, $$2 }'
+		  printf "  make %-13s %s\n", $$1, $$2 }'
 
 run:  ## Build release and serve on $(ADDR) (talk to it: nc 127.0.0.1 8000)
 	$(CARGO) run --release --quiet -- --listen $(ADDR)
@@ -47,6 +62,19 @@ fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if 
 bench:  ## Benchmark: scenarios, CPU, syscalls, RSS -> docs/benchmarks.md (needs perf or strace)
 	$(CARGO) build --release --workspace --quiet
 	target/release/bench
+
+bench-compare:  ## Side by side: reactor-echo, tokio current and multi, thread-per-conn, Go's (if go is installed), $(ROUNDS) interleaved rounds of $(BENCH_SECS) s per server core count, medians -> docs/benchmarks.md, docs/benchmarks-scaling.svg (CORES, SERVER_CPUS, CLIENT_CPUS, CLIENTS, SERVERS, ONLY, SYSCALLS)
+	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
+	$(CARGO) build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir $(TARGET_DIR)/peers
+	@# The Go tutorial's server only where go is installed; the report names what was left out.
+	@if command -v go >/dev/null; then \
+		echo "go build bench/peers/go-echo"; \
+		cd bench/peers/go-echo && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o $(abspath $(TARGET_DIR))/peers/release/go-echo . ; \
+	else echo "go is not installed: the Go tutorial's server is left out (apt-get install golang-go)"; fi
+	$(TARGET_DIR)/release/compare --peer-dir $(TARGET_DIR)/peers/release --cores "$(CORES)" \
+		--server-cpus "$(SERVER_CPUS)" --client-cpus "$(CLIENT_CPUS)" --clients "$(CLIENTS)" \
+		--rounds "$(ROUNDS)" --secs "$(BENCH_SECS)" --servers "$(SERVERS)" --only "$(ONLY)" \
+		$(if $(SYSCALLS),--syscalls)
 
 perf:  ## CPU profile of the server under load (perf record -g), top of the report (needs perf)
 	@command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf (Debian) or linux-tools-common linux-tools-generic (Ubuntu)"; exit 1; }

@@ -1,0 +1,212 @@
+//! The scaling chart of `compare` (`make bench-compare`), drawn with
+//! plotters into an SVG: one column per scenario, msgs/s on top and server
+//! CPU µs per message below, against the server's core count, one line per
+//! server so that reactor-echo and its peers are seen side by side.
+
+use plotters::prelude::*;
+
+use super::report::Results;
+
+const PANEL_W: u32 = 330;
+const PANEL_H: u32 = 290;
+const HEADER_H: u32 = 78;
+
+/// Line colours, in server order: reactor-echo first, in red.
+const COLOURS: [RGBColor; 7] = [
+    RGBColor(204, 37, 41),
+    RGBColor(57, 106, 177),
+    RGBColor(62, 150, 81),
+    RGBColor(107, 76, 154),
+    RGBColor(218, 124, 48),
+    RGBColor(146, 36, 40),
+    RGBColor(83, 81, 84),
+];
+
+/// A short axis label: 1.5M, 150K, 2.4.
+fn short(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.1}M", v / 1e6)
+    } else if v >= 1e4 {
+        format!("{:.0}K", v / 1e3)
+    } else if v >= 1e3 {
+        format!("{:.1}K", v / 1e3)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Draws the chart. `shared` holds the core counts whose server CPUs the
+/// load generators share (marked with `*`); `title` heads it.
+pub fn svg(r: &Results, shared: &[usize], title: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let cols = r.scenarios.len() as u32;
+    let size = (PANEL_W * cols, HEADER_H + 2 * PANEL_H);
+    {
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        draw(&root, r, shared, title).map_err(|e| format!("chart: {e}"))?;
+        root.present().map_err(|e| format!("chart: {e}"))?;
+    }
+    Ok(out)
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+fn draw(
+    root: &Area<'_>,
+    r: &Results,
+    shared: &[usize],
+    title: &str,
+) -> Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let (header, body) = root.split_vertically(HEADER_H);
+    header.draw(&Text::new(
+        title.to_string(),
+        (12, 8),
+        ("sans-serif", 17).into_font().color(&BLACK),
+    ))?;
+    let note = if shared.is_empty() {
+        "x: server cores (log scale). Median of the rounds.".to_string()
+    } else {
+        "x: server cores (log scale). Median of the rounds. *: the server shares a CPU with the load generator.".to_string()
+    };
+    header.draw(&Text::new(
+        note,
+        (12, 30),
+        ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
+    ))?;
+    // The legend: one swatch per server, left to right.
+    let mut x = 12;
+    for (s, name) in r.servers.iter().enumerate() {
+        let colour = COLOURS[s % COLOURS.len()];
+        header.draw(&PathElement::new(
+            vec![(x, 60), (x + 24, 60)],
+            colour.stroke_width(if s == 0 { 4 } else { 2 }),
+        ))?;
+        header.draw(&Circle::new((x + 12, 60), 4, colour.filled()))?;
+        header.draw(&Text::new(
+            name.clone(),
+            (x + 30, 53),
+            ("sans-serif", 14).into_font().color(&BLACK),
+        ))?;
+        x += 40 + 8 * name.chars().count() as i32 + 24;
+    }
+
+    let panels = body.split_evenly((2, r.scenarios.len()));
+    // x: log2 of the core count, in hundredths (integer coordinates, whose
+    // key points plotters can label; f64 ones it will not).
+    let logs: Vec<i32> = r
+        .counts
+        .iter()
+        .map(|&n| ((n as f64).log2() * 100.0).round() as i32)
+        .collect();
+    let lo = logs.iter().copied().min().unwrap_or(0);
+    let hi = logs.iter().copied().max().unwrap_or(0);
+    let pad = if hi > lo { (hi - lo) * 12 / 100 } else { 50 };
+    let label = |v: &i32| {
+        let n = (f64::from(*v) / 100.0).exp2().round() as usize;
+        if shared.contains(&n) {
+            format!("{n}*")
+        } else {
+            n.to_string()
+        }
+    };
+    for (row, metric) in ["msgs/s", "server CPU µs/msg"].iter().enumerate() {
+        for (k, sc) in r.scenarios.iter().enumerate() {
+            let area = &panels[row * r.scenarios.len() + k];
+            // Each server's points: (log2 cores, value), failed cells left out.
+            let lines: Vec<Vec<(i32, f64)>> = (0..r.servers.len())
+                .map(|s| {
+                    (0..r.counts.len())
+                        .filter_map(|c| {
+                            let x = r.summary(s, c, k)?;
+                            let v = if row == 0 {
+                                x.msgs_per_s
+                            } else {
+                                x.cpu_us_per_msg
+                            };
+                            Some((logs[c], v))
+                        })
+                        .collect()
+                })
+                .collect();
+            let top = lines
+                .iter()
+                .flatten()
+                .map(|p| p.1)
+                .fold(0.0, f64::max)
+                .max(f64::MIN_POSITIVE)
+                * 1.15;
+            let mut chart = ChartBuilder::on(area)
+                .caption(format!("{}: {metric}", sc.key), ("sans-serif", 15))
+                .margin(8)
+                .x_label_area_size(34)
+                .y_label_area_size(52)
+                .build_cartesian_2d(
+                    ((lo - pad)..(hi + pad)).with_key_points(logs.clone()),
+                    0.0..top,
+                )?;
+            chart
+                .configure_mesh()
+                .x_desc("server cores")
+                .x_label_formatter(&label)
+                .y_label_formatter(&|v| short(*v))
+                .max_light_lines(1)
+                .light_line_style(RGBColor(240, 240, 240))
+                .draw()?;
+            for (s, points) in lines.iter().enumerate() {
+                let colour = COLOURS[s % COLOURS.len()];
+                let width = if s == 0 { 3 } else { 2 };
+                chart.draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    colour.stroke_width(width),
+                ))?;
+                chart.draw_series(
+                    points
+                        .iter()
+                        .map(|&p| Circle::new(p, width + 1, colour.filled())),
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The chart's heading line.
+pub fn title(machine: &str, date: &str) -> String {
+    format!("make bench-compare: every server against its core count ({machine}, {date})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::run::Sample;
+    use super::*;
+
+    #[test]
+    fn draws_every_server() {
+        let s = |m: f64| {
+            Ok(Sample {
+                msgs_per_s: m,
+                cpu_us_per_msg: 5.0,
+                ..Sample::default()
+            })
+        };
+        let r = Results {
+            servers: vec!["reactor-echo".into(), "tokio-multi".into()],
+            counts: vec![1, 2],
+            scenarios: super::super::run::SCENARIOS.iter().collect(),
+            samples: vec![
+                vec![vec![vec![s(100.0)]; 4], vec![vec![s(180.0)]; 4]],
+                vec![vec![vec![s(90.0)]; 4], vec![vec![Err("x".into())]; 4]],
+            ],
+        };
+        let svg = svg(&r, &[2], "test").unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("tokio-multi"));
+        assert!(svg.contains("2*"), "the shared count is marked");
+        assert!(svg.contains("pipelined: msgs/s"));
+        assert_eq!(short(1_460_000.0), "1.5M");
+        assert_eq!(short(150_000.0), "150K");
+        assert_eq!(short(6.49), "6.5");
+    }
+}
