@@ -162,7 +162,8 @@ fn parse_args(argv: &[String]) -> Result<Args, String> {
             "--chart" if set => a.chart = Some(PathBuf::from(value)),
             "--raw" if set => a.raw = Some(PathBuf::from(value)),
             "--cores" | "--server-cpus" | "--client-cpus" | "--clients" | "--rounds" | "--secs"
-            | "--warmup" | "--servers" | "--peer-dir" | "--out" | "--chart" | "--raw" => {}
+            | "--warmup" | "--servers" | "--peer-dir" | "--only" | "--out" | "--chart"
+            | "--raw" => {}
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -714,8 +715,19 @@ mod tests {
         assert_eq!(a.secs, 1.5);
         assert_eq!(a.outs, vec!["-"]);
         // Empty values, as an unset Make variable passes them: the defaults.
-        let a = args(&["--cores", "", "--client-cpus", "", "--clients", ""]).unwrap();
+        let a = args(&[
+            "--cores",
+            "",
+            "--client-cpus",
+            "",
+            "--clients",
+            "",
+            "--only",
+            "",
+        ])
+        .unwrap();
         assert!(a.cores.is_none() && a.client_cpus.is_none() && a.clients.is_none());
+        assert!(a.only.is_empty());
         let a = args(&["--server", "old=/bin/old --listen {addr}"]).unwrap();
         assert_eq!(a.extra[0].0, "old");
         assert!(args(&["--rounds", "0"]).is_err());
