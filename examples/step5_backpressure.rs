@@ -121,10 +121,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Handles one readiness event; returns `Ok(false)` once the connection is done.
 fn on_event(conn: &mut Conn, event: &Event, buf: &mut [u8]) -> io::Result<bool> {
-    if event.is_error() {
-        if let Some(e) = conn.stream.take_error()? {
-            return Err(e);
-        }
+    // mio calls readiness a hint; take_error says whether the socket failed.
+    if event.is_error()
+        && let Some(e) = conn.stream.take_error()?
+    {
+        return Err(e);
     }
     if event.is_writable() {
         conn.writable = true;

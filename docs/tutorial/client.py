@@ -8,18 +8,25 @@ Each prints what it saw, so you can compare with the page.
 usage:
   client.py burst ADDR BYTES     send BYTES bytes (a line of x's) in one write;
                                  keep the connection open; count the echo for 1 s
-  client.py pingpong ADDR N      "start\\n", then N round trips of a 16-byte
-                                 line, then "stop\\n" (markers to cut a trace)
+  client.py pingpong ADDR N [B]  "start\\n", then N 16-byte lines, B per write,
+                                 each write after the echo of the one before
+                                 and a 1 ms pause; then "stop\\n" (markers that
+                                 show up in a trace)
   client.py split ADDR           "abc", a pause, "def\\n"; then "abc\\ndef\\n";
                                  then "bye\\npartial" and a half-close
   client.py slow ADDR MIB        send MIB MiB of 1 KiB lines without reading;
                                  after 1 s start reading, and check every byte
   client.py drain ADDR PID       leave echoes pending, send SIGTERM to PID,
                                  read to the end: every echo, then EOF or reset?
+  client.py count TRACE N        count the system calls in an `strace -f -o TRACE`
+                                 file between the "start" and "stop" lines of
+                                 a pingpong run, per message (N messages)
 
 ADDR is HOST:PORT, e.g. 127.0.0.1:8003.
 """
+import collections
 import os
+import re
 import signal
 import socket
 import sys
@@ -70,22 +77,24 @@ def burst(addr, size):
         print(f"sent 1 more byte; {len(more)} more came back")
 
 
-def pingpong(addr, n):
+def pingpong(addr, n, batch=1):
     s = connect(addr)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for marker in [b"start\n"]:
-        s.sendall(marker)
-        read_exactly(s, len(marker))
+    s.sendall(b"start\n")
+    read_exactly(s, 6)
     line = b"0123456789abcde\n"
-    t = time.perf_counter()
-    for _ in range(n):
-        s.sendall(line)
-        if read_exactly(s, len(line)) != line:
+    for _ in range(n // batch):
+        # The pause lets the server finish with one write, down to its
+        # EAGAIN and epoll_wait, before the next arrives: without it, a
+        # traced (so slowed-down) server can find the next line already
+        # there, and skip those calls.
+        time.sleep(0.001)
+        s.sendall(line * batch)
+        if read_exactly(s, len(line) * batch) != line * batch:
             sys.exit("echo differs")
-    dt = time.perf_counter() - t
     s.sendall(b"stop\n")
     read_exactly(s, 5)
-    print(f"{n} round trips, {dt / max(n, 1) * 1e6:.1f} us each")
+    print(f"{n // batch * batch} lines echoed, {batch} per write")
 
 
 def split(addr):
@@ -142,20 +151,41 @@ def drain(addr, pid):
     s.close()
 
 
+def count(path, n):
+    lines = open(path).read().splitlines()
+    start = next(i for i, l in enumerate(lines) if '"start\\n"' in l)
+    stop = next(i for i, l in enumerate(lines) if '"stop\\n"' in l and i > start)
+    calls = collections.Counter()
+    for line in lines[start + 1:stop]:
+        line = re.sub(r"^\d+\s+", "", line)  # the thread id, with strace -f
+        match = re.match(r"(\w+)\(", line)  # skips "<... resumed>", signals, exits
+        if match:
+            name = match.group(1)
+            if "EAGAIN" in line:
+                name += " (EAGAIN)"
+            calls[name] += 1
+    total = sum(calls.values())
+    print(f"{total} calls for {n} messages: {total / n:.2f} per message")
+    for name, k in sorted(calls.items()):
+        print(f"  {name:22} {k / n:.2f}")
+
+
 def main():
     if len(sys.argv) < 3:
         sys.exit(__doc__)
     mode, addr, rest = sys.argv[1], sys.argv[2], sys.argv[3:]
     if mode == "burst" and len(rest) == 1:
         burst(addr, int(rest[0]))
-    elif mode == "pingpong" and len(rest) == 1:
-        pingpong(addr, int(rest[0]))
+    elif mode == "pingpong" and len(rest) in (1, 2):
+        pingpong(addr, *map(int, rest))
     elif mode == "split" and not rest:
         split(addr)
     elif mode == "slow" and len(rest) == 1:
         slow(addr, int(rest[0]))
     elif mode == "drain" and len(rest) == 1:
         drain(addr, int(rest[0]))
+    elif mode == "count" and len(rest) == 1:
+        count(addr, int(rest[0]))
     else:
         sys.exit(__doc__)
 
