@@ -31,7 +31,7 @@ SYSCALLS ?=
 help:  ## List the targets
 	@# The help texts name variables as $$(NAME): print their values instead.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
-		-v vars='ADDR=$(ADDR) FUZZ_SECONDS=$(FUZZ_SECONDS) SOAK_SECS=$(SOAK_SECS) ROUNDS=$(ROUNDS) BENCH_SECS=$(BENCH_SECS)' \
+		-v vars='ADDR=$(ADDR) FUZZ_SECONDS=$(FUZZ_SECONDS) SOAK_SECS=$(SOAK_SECS) ROUNDS=$(ROUNDS) BENCH_SECS=$(BENCH_SECS) TARGET_DIR=$(TARGET_DIR)' \
 		'BEGIN { n = split(vars, kv, " ") } \
 		{ for (i = 1; i <= n; i++) { split(kv[i], p, "="); gsub("\\$$\\(" p[1] "\\)", p[2], $$2) } \
 		  printf "  make %-13s %s\n", $$1, $$2 }'
@@ -81,11 +81,11 @@ perf:  ## CPU profile of the server under load (perf record -g), top of the repo
 	$(CARGO) build --release --workspace --quiet
 	target/release/bench perf
 
-strace:  ## Trace the syscalls of a scripted client session -> target/strace.txt, its log -> target/strace.log (needs strace)
+strace:  ## Trace the syscalls of a scripted client session -> $(TARGET_DIR)/strace.txt, its log -> $(TARGET_DIR)/strace.log (needs strace)
 	@command -v strace >/dev/null || { echo "strace is missing: apt-get install strace"; exit 1; }
 	@command -v python3 >/dev/null || { echo "python3 is missing: apt-get install python3"; exit 1; }
 	$(CARGO) build --release --quiet
-	python3 scripts/strace_session.py target/release/reactor-echo target/strace.txt
+	python3 scripts/strace_session.py $(TARGET_DIR)/release/reactor-echo $(TARGET_DIR)/strace.txt
 
 doc:  ## Build the library docs (warnings are errors)
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps

@@ -184,6 +184,13 @@ def main():
           f"(server exit status {server.returncode}; step 6 echoed {len(got)} of {sent} bytes)")
     if server.returncode != 0:
         sys.exit("the drain should have been complete (exit status 0)")
+    # Step 6 is meant to signal while d is paused with echoes owed; say so if
+    # the timing went otherwise (the log's last pause or resume before the
+    # signal tells).
+    before_signal = "".join(log_lines).split("SIGTERM: draining")[0]
+    last = max(before_signal.rfind(" backpressured: "), before_signal.rfind(" resumed\n"))
+    if last < 0 or before_signal.startswith(" resumed", last):
+        print("warning: no echoes were owed when SIGTERM came; step 6 does not show the flush")
 
 
 def slow_reader(addr):
