@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::content::{Expect, Piece, Script};
+use super::content::{Expect, Piece, Pools, Script};
 use super::net::{self, Connect};
 use super::rng::{Rng, derive};
 
@@ -84,6 +84,7 @@ pub struct Tally {
     pub burst_conns: u64,
     pub bursts: u64,
     pub relayed: u64,
+    pub steady: u64,
     pub small_rcvbuf: u64,
     pub binary: u64,
     pub slow_readers: u64,
@@ -119,17 +120,69 @@ pub struct Tally {
     pub refused_at_drain: u64,
     pub reset_unserved_at_drain: u64,
     pub max_connect: Duration,
+    /// The longest turn of the client loop: a connect or an echo measured
+    /// across it looks that much slower than the server made it.
+    pub longest_turn: Duration,
     /// Violations by kind, and the first few in full.
     pub violations: BTreeMap<&'static str, u64>,
     pub examples: Vec<String>,
 }
 
 impl Tally {
+    /// Adds the tally of another client loop to this one.
+    pub fn merge(&mut self, other: Tally) {
+        self.workers += other.workers;
+        self.idlers += other.idlers;
+        self.burst_conns += other.burst_conns;
+        self.bursts += other.bursts;
+        self.relayed += other.relayed;
+        self.steady += other.steady;
+        self.small_rcvbuf += other.small_rcvbuf;
+        self.binary += other.binary;
+        self.slow_readers += other.slow_readers;
+        self.nodelay += other.nodelay;
+        self.sent += other.sent;
+        self.echoed += other.echoed;
+        self.lines += other.lines;
+        self.pipelined_ops += other.pipelined_ops;
+        self.fragmented_ops += other.fragmented_ops;
+        self.fragment_writes += other.fragment_writes;
+        self.burst_ops += other.burst_ops;
+        self.burst_bytes += other.burst_bytes;
+        self.stalls += other.stalls;
+        self.pauses += other.pauses;
+        self.closes += other.closes;
+        self.half_closes += other.half_closes;
+        self.partial_last_lines += other.partial_last_lines;
+        self.aborts += other.aborts;
+        self.overlongs += other.overlongs;
+        self.idle_silent += other.idle_silent;
+        self.idle_hello += other.idle_hello;
+        self.active_at_term += other.active_at_term;
+        self.writing_at_term += other.writing_at_term;
+        self.stalled_at_term += other.stalled_at_term;
+        self.clean_fins += other.clean_fins;
+        self.exact_echoes += other.exact_echoes;
+        self.self_closed += other.self_closed;
+        self.refused_at_drain += other.refused_at_drain;
+        self.reset_unserved_at_drain += other.reset_unserved_at_drain;
+        self.max_connect = self.max_connect.max(other.max_connect);
+        self.longest_turn = self.longest_turn.max(other.longest_turn);
+        for (kind, n) in other.violations {
+            *self.violations.entry(kind).or_default() += n;
+        }
+        for e in other.examples {
+            if self.examples.len() < 12 {
+                self.examples.push(e);
+            }
+        }
+    }
+
     pub fn violation_count(&self) -> u64 {
         self.violations.values().sum()
     }
 
-    fn violate(&mut self, kind: &'static str, detail: String) {
+    pub fn violate(&mut self, kind: &'static str, detail: String) {
         *self.violations.entry(kind).or_default() += 1;
         if self.examples.len() < 12 {
             self.examples.push(format!("{kind}: {detail}"));
@@ -256,7 +309,9 @@ impl Client {
     fn new(
         id: u64,
         kind: Kind,
+        first_cohort: bool,
         plan: &Plan,
+        pools: &Arc<Pools>,
         now: Instant,
         term: Option<Instant>,
         tally: &mut Tally,
@@ -264,13 +319,16 @@ impl Client {
         let mut rng = Rng::new(derive(plan.seed, id * 2 + 1));
         let via_relay = kind != Kind::Burst && rng.percent(40);
         let binary = rng.percent(40);
+        // Only the first cohort of workers may stay until SIGTERM: were
+        // refills allowed to, the slots would fill up with them in a long
+        // run and the churn of ends would stop.
         let end = match kind {
+            Kind::Worker if first_cohort && rng.percent(20) => End::Never,
             Kind::Worker => match rng.below(100) {
-                0..30 => End::Close,
-                30..50 => End::HalfClose,
-                50..62 => End::OverLong,
-                62..80 => End::Abort,
-                _ => End::Never,
+                0..35 => End::Close,
+                35..60 => End::HalfClose,
+                60..75 => End::OverLong,
+                _ => End::Abort,
             },
             Kind::Idler => End::Close,
             Kind::Burst => match rng.below(100) {
@@ -288,6 +346,7 @@ impl Client {
         let overlong_after = (end == End::OverLong).then(|| rng.between(0, 400));
         let script = Script::new(
             derive(plan.seed, id * 2),
+            pools,
             id,
             binary,
             plan.max_frame,
@@ -313,11 +372,7 @@ impl Client {
             pending: Vec::new(),
             pending_at: 0,
             fragment_left: 0,
-            next_op: match kind {
-                Kind::Worker => Some(now),
-                // One line or none, at once; then nothing.
-                Kind::Idler | Kind::Burst => Some(now),
-            },
+            next_op: Some(now),
             next_piece: now,
             slow,
             next_read: now,
@@ -366,7 +421,16 @@ impl Client {
 
     /// Does what is due; returns when it next wants a turn by itself
     /// (events give it turns too).
-    fn progress(&mut self, now: Instant, shared: &Shared, tally: &mut Tally) -> Option<Instant> {
+    /// `lag`: how long the loop's last turn worked; an event that came
+    /// during it was seen that much late.
+    fn progress(
+        &mut self,
+        now: Instant,
+        lag: Duration,
+        shared: &Shared,
+        scratch: &mut [u8],
+        tally: &mut Tally,
+    ) -> Option<Instant> {
         let term = shared.term.get().copied();
         if self.stage == Stage::Connecting {
             if !self.writable {
@@ -385,8 +449,15 @@ impl Client {
                 Connect::Done => {
                     self.connected_at = Some(now);
                     let took = now - self.created;
-                    tally.max_connect = tally.max_connect.max(took);
-                    if took >= CONNECT_STALL && term.is_none() {
+                    // Judged for direct connects only: through the relay,
+                    // the connect is to the relay's own listener.
+                    if !self.via_relay {
+                        tally.max_connect = tally.max_connect.max(took);
+                    }
+                    if took.saturating_sub(lag) >= CONNECT_STALL
+                        && term.is_none()
+                        && !self.via_relay
+                    {
                         tally.violate(
                             "connect stalled",
                             format!(
@@ -429,7 +500,7 @@ impl Client {
             return None;
         }
 
-        let read = self.read(now, term.is_some(), shared, tally);
+        let read = self.read(now, term.is_some(), shared, scratch, tally);
         if read == ReadResult::Over {
             self.finish();
             return None;
@@ -468,6 +539,7 @@ impl Client {
         now: Instant,
         after_term: bool,
         shared: &Shared,
+        scratch: &mut [u8],
         tally: &mut Tally,
     ) -> ReadResult {
         if matches!(self.stage, Stage::Connecting | Stage::Done) {
@@ -490,12 +562,14 @@ impl Client {
                 (chunk, 1)
             }
             // After SIGTERM, read before every write even without an event.
-            None if self.readable || after_term => (64 * 1024, 16),
+            // A few reads a turn, so one busy client cannot hold up the rest.
+            None if self.readable || after_term => (scratch.len(), 4),
             None => return ReadResult::Skipped,
         };
-        let mut buf = vec![0u8; chunk];
+        let len = chunk.min(scratch.len());
+        let buf = &mut scratch[..len];
         for _ in 0..reads {
-            let result = self.stream().read(&mut buf);
+            let result = self.stream().read(buf);
             match result {
                 Ok(0) => {
                     self.outcome.eof = Some(shared.term.get().is_some());
@@ -639,7 +713,7 @@ impl Client {
     }
 
     fn plan_op(&mut self, now: Instant, tally: &mut Tally) {
-        if self.kind != Kind::Worker {
+        if matches!(self.kind, Kind::Idler | Kind::Burst) {
             // Idlers and burst connections: one line or none, then nothing.
             let hello = self.kind == Kind::Burst || self.rng.percent(70);
             if hello {
@@ -946,14 +1020,23 @@ pub fn run(plan: &Plan, shared: &Arc<Shared>) -> io::Result<Tally> {
         .collect();
     let mut next_burst = start + rng.millis(1000, 4000);
     let mut burst_open: u64 = 0;
+    let mut first_workers = plan.workers;
+    let pools = Pools::new(plan.seed, plan.max_frame);
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut lag = Duration::ZERO;
     loop {
         let now = Instant::now();
+        let turn_start = now;
         let term = shared.term.get().copied();
         // New clients, until SIGTERM.
         let mut spawn = |kind: Kind, clients: &mut Vec<Option<Client>>, tally: &mut Tally| {
             let id = next_id;
             next_id += 1;
-            let mut c = Client::new(id, kind, plan, now, term, tally);
+            let first_cohort = kind == Kind::Worker && first_workers > 0;
+            if first_cohort {
+                first_workers -= 1;
+            }
+            let mut c = Client::new(id, kind, first_cohort, plan, &pools, now, term, tally);
             let slot = free.pop().unwrap_or_else(|| {
                 clients.push(None);
                 clients.len() - 1
@@ -998,7 +1081,7 @@ pub fn run(plan: &Plan, shared: &Arc<Shared>) -> io::Result<Tally> {
         for (slot, entry) in clients.iter_mut().enumerate() {
             let Some(c) = entry else { continue };
             if c.stage != Stage::Done
-                && let Some(t) = c.progress(now, shared, &mut tally)
+                && let Some(t) = c.progress(now, lag, shared, &mut scratch, &mut tally)
             {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
             }
@@ -1033,6 +1116,8 @@ pub fn run(plan: &Plan, shared: &Arc<Shared>) -> io::Result<Tally> {
         }
         // At most 10 ms: new clients and SIGTERM are noticed promptly.
         let now = Instant::now();
+        lag = now - turn_start;
+        tally.longest_turn = tally.longest_turn.max(lag);
         let timeout = wake.map_or(Duration::from_millis(10), |w| {
             w.saturating_duration_since(now)
                 .min(Duration::from_millis(10))

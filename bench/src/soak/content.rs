@@ -9,8 +9,37 @@
 //! reordered or skipped never matches by accident.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
 use super::rng::Rng;
+
+/// The bytes line bodies are cut from, made once per run: a body is a
+/// slice at a random offset, so making and checking a line is a copy and a
+/// compare, fast even in a debug build (the soak in `make test` is one).
+#[derive(Debug)]
+pub struct Pools {
+    text: Vec<u8>,
+    binary: Vec<u8>,
+}
+
+impl Pools {
+    /// Long enough for an over-long line's body at any of 4096 offsets.
+    pub fn new(seed: u64, max_frame: usize) -> Arc<Pools> {
+        const TEXT: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -";
+        let mut rng = Rng::new(seed ^ 0x706F_6F6C);
+        let len = max_frame + 1 + 4096;
+        let mut text = Vec::with_capacity(len);
+        let mut binary = Vec::with_capacity(len);
+        while binary.len() < len {
+            for b in rng.next_u64().to_le_bytes() {
+                text.push(TEXT[(b & 63) as usize]);
+                // Every byte but the delimiter: 0x8A stands in for '\n'.
+                binary.push(if b == b'\n' { 0x8A } else { b });
+            }
+        }
+        Arc::new(Pools { text, binary })
+    }
+}
 
 /// What [`Script::next`] appended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +57,7 @@ pub enum Piece {
 #[derive(Clone, Debug)]
 pub struct Script {
     rng: Rng,
+    pools: Arc<Pools>,
     client: u64,
     line_no: u64,
     binary: bool,
@@ -42,6 +72,7 @@ impl Script {
     /// UTF-8); otherwise printable ASCII.
     pub fn new(
         seed: u64,
+        pools: &Arc<Pools>,
         client: u64,
         binary: bool,
         max_frame: usize,
@@ -49,6 +80,7 @@ impl Script {
     ) -> Script {
         Script {
             rng: Rng::new(seed),
+            pools: Arc::clone(pools),
             client,
             line_no: 0,
             binary,
@@ -88,26 +120,16 @@ impl Script {
         Piece::Line
     }
 
-    /// Appends `len` body bytes, never a '\n'.
+    /// Appends `len` body bytes (never a '\n'), from a random offset of a
+    /// pool; `len` is at most `max_frame + 1`, so it always fits.
     fn body(&mut self, out: &mut Vec<u8>, len: usize) {
-        const TEXT: &[u8; 64] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -";
-        let end = out.len() + len;
-        while out.len() < end {
-            // Eight bytes per draw: generation must keep up with a loopback
-            // link even in a debug build.
-            let word = self.rng.next_u64().to_le_bytes();
-            let take = (end - out.len()).min(8);
-            for &b in &word[..take] {
-                out.push(if !self.binary {
-                    TEXT[(b & 63) as usize]
-                } else if b == b'\n' {
-                    // Everything but the delimiter: 0x8A stands in for it.
-                    0x8A
-                } else {
-                    b
-                });
-            }
-        }
+        let pool = if self.binary {
+            &self.pools.binary
+        } else {
+            &self.pools.text
+        };
+        let at = self.rng.size(0, pool.len() - len);
+        out.extend_from_slice(&pool[at..at + len]);
     }
 }
 
@@ -160,7 +182,11 @@ impl Expect {
             }
             let n = data.len().min(self.line.len() - self.at);
             let want = &self.line[self.at..self.at + n];
-            if let Some(i) = (0..n).find(|&i| data[i] != want[i]) {
+            // A slice compare first (memcmp, fast in a debug build); the
+            // byte-by-byte search only to describe a difference.
+            if data[..n] != *want
+                && let Some(i) = (0..n).find(|&i| data[i] != want[i])
+            {
                 let line_start = self.checked - self.at as u64;
                 return Err(format!(
                     "echo differs at byte {} (offset {} in the line starting at byte {} \
@@ -196,7 +222,7 @@ mod tests {
     use super::*;
 
     fn script(overlong_after: Option<u64>) -> Script {
-        Script::new(42, 7, true, 1000, overlong_after)
+        Script::new(42, &Pools::new(1, 1000), 7, true, 1000, overlong_after)
     }
 
     #[test]

@@ -39,7 +39,7 @@ use super::rng::{Rng, derive};
 /// Bytes held per direction before the relay stops reading its source.
 const PIPE_CAP: usize = 64 * 1024;
 /// Bytes waiting past which chopping turns into random cuts (see `Style::piece`).
-const CHOP_BACKLOG: usize = 8 * 1024;
+const CHOP_BACKLOG: usize = 1024;
 /// Writes per direction per turn, so one fast pair cannot starve the rest.
 const WRITES_PER_TURN: usize = 64;
 /// `SO_RCVBUF` of the relay's small-buffer connections to the server (the
@@ -398,6 +398,23 @@ impl Pair {
     }
 }
 
+/// A listener on `127.0.0.1:0` with a backlog of 4096 (mio's `bind` uses
+/// 128): the relay's turns can be long, and a connect that overflows its
+/// queue waits a second for the SYN to be sent again.
+fn listen_loopback() -> io::Result<TcpListener> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, sockopt};
+    let fd = rustix::net::socket_with(
+        AddressFamily::INET,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    sockopt::set_socket_reuseaddr(&fd, true)?;
+    rustix::net::bind(&fd, &SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    rustix::net::listen(&fd, 4096)?;
+    Ok(TcpListener::from_std(std::net::TcpListener::from(fd)))
+}
+
 /// Starts the relay: listens on `127.0.0.1:0`, forwards to `server`, until
 /// `stop` is set. Returns its address and the thread, which yields its stats.
 pub fn start(
@@ -405,7 +422,7 @@ pub fn start(
     seed: u64,
     stop: Arc<AtomicBool>,
 ) -> io::Result<(SocketAddr, JoinHandle<io::Result<RelayStats>>)> {
-    let mut listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let mut listener = listen_loopback()?;
     let addr = listener.local_addr()?;
     let poll = Poll::new()?;
     poll.registry()
