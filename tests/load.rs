@@ -21,29 +21,7 @@ fn raise_own_fd_limit(want: u64) {
 #[test]
 fn hundreds_of_pipelining_clients_each_get_their_own_bytes() {
     let server = Server::start(&[]);
-    let addr = server.addr;
-    let clients: Vec<_> = (0..300)
-        .map(|i| {
-            std::thread::spawn(move || {
-                let mut c = connect(addr);
-                // Several rounds of many lines in flight at once, of varied sizes.
-                for round in 0..5 {
-                    let mut batch = Vec::new();
-                    for k in 0..40 {
-                        batch.extend(test_line(i, round * 40 + k, 20 + (i + k) % 200));
-                    }
-                    c.write_all(&batch).unwrap();
-                    assert!(
-                        read_n(&mut c, batch.len()) == batch,
-                        "client {i} round {round}"
-                    );
-                }
-            })
-        })
-        .collect();
-    for c in clients {
-        c.join().unwrap();
-    }
+    pipelining_clients(server.addr, 300, 5);
 }
 
 #[test]

@@ -44,28 +44,7 @@ fn per_worker(line: &str, name: &str) -> Vec<u64> {
 fn pipelining_clients_each_get_their_own_bytes_on_every_worker() {
     for workers in ["2", "4"] {
         let server = Server::start(&["--workers", workers]);
-        let addr = server.addr;
-        let clients: Vec<_> = (0..300)
-            .map(|i| {
-                std::thread::spawn(move || {
-                    let mut c = connect(addr);
-                    for round in 0..3 {
-                        let mut batch = Vec::new();
-                        for k in 0..40 {
-                            batch.extend(test_line(i, round * 40 + k, 20 + (i + k) % 200));
-                        }
-                        c.write_all(&batch).unwrap();
-                        assert!(
-                            read_n(&mut c, batch.len()) == batch,
-                            "client {i} round {round}"
-                        );
-                    }
-                })
-            })
-            .collect();
-        for c in clients {
-            c.join().unwrap();
-        }
+        pipelining_clients(server.addr, 300, 3);
         // Every worker served some, and the least-loaded choice kept the
         // connection counts level (the clients came and went at random).
         let line = spread_line(&server);
@@ -166,6 +145,9 @@ fn workers_1_is_the_lone_loop_with_no_extra_thread() {
     roundtrip(&mut c, b"one\n", b"one\n");
     assert_eq!(server.proc_status("Threads"), 1);
     let two = Server::start(&["--workers", "2"]);
+    // Served once, so every worker has been started.
+    let mut c = two.connect();
+    roundtrip(&mut c, b"two\n", b"two\n");
     // The coordinator and two workers.
     assert_eq!(two.proc_status("Threads"), 3);
 }

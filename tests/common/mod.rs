@@ -335,6 +335,34 @@ pub fn test_line(conn: usize, k: usize, len: usize) -> Vec<u8> {
     line
 }
 
+/// `clients` clients at once, each sending `rounds` batches of 40 lines of
+/// varied sizes and reading each batch back: every one must get exactly
+/// its own bytes, in order.
+pub fn pipelining_clients(addr: SocketAddr, clients: usize, rounds: usize) {
+    let threads: Vec<_> = (0..clients)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = connect(addr);
+                // Many lines in flight at once, of varied sizes.
+                for round in 0..rounds {
+                    let mut batch = Vec::new();
+                    for k in 0..40 {
+                        batch.extend(test_line(i, round * 40 + k, 20 + (i + k) % 200));
+                    }
+                    c.write_all(&batch).unwrap();
+                    assert!(
+                        read_n(&mut c, batch.len()) == batch,
+                        "client {i} round {round}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 /// Bytes that are awkward for text-minded code: every value but '\n'.
 pub fn every_byte_but_newline() -> Vec<u8> {
     (0u8..=255).filter(|&b| b != b'\n').collect()
