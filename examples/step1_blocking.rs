@@ -48,8 +48,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }
                 });
             }
-            // A client that gave up before we accepted it, or out of file
-            // descriptors: it concerns that client only; keep serving.
+            // A client that gave up before we accepted it (ECONNABORTED),
+            // or no file descriptor left for it (EMFILE): say so and go on.
+            // (Out of fds, this loop spins until one is freed; the real
+            // server has an answer for that, out_of_fds.)
             Err(e) => eprintln!("accept: {e}"),
         }
     }
@@ -57,11 +59,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Echoes every line of one client until it closes. Runs on its own thread.
+/// Returning drops `reader` and `writer`, which closes both file
+/// descriptors, and with the last one the socket.
 fn handle(stream: TcpStream) -> io::Result<()> {
     // A second handle to the same socket for writing, so that the
     // BufReader can own the first one.
     let mut writer = stream.try_clone()?;
-    // bufio.NewReader(conn): reads up to 8 KiB per read(2), and hands out
+    // bufio.NewReader(conn): reads up to 8 KiB per system call, hands out
     // one line at a time from what it has. So lines that came in one
     // packet (粘包) cost one read, and a line split across packets (拆包)
     // is simply waited for: read_until blocks until its '\n' arrives.
@@ -85,5 +89,4 @@ fn handle(stream: TcpStream) -> io::Result<()> {
         // if the client does not read, this thread just sleeps here.
         writer.write_all(&line)?;
     }
-    // Dropping `reader` and `writer` closes the socket: close(2), FIN.
 }

@@ -6,21 +6,13 @@
 //! python3 docs/tutorial/client.py slow 127.0.0.1:8005 16  # 16 MiB, not reading at first
 //! ```
 //!
-//! A non-blocking write takes what fits in the socket's send buffer and
-//! says how much that was. The rest must wait somewhere: each connection
-//! now has an `output` queue. It is written when the kernel says there is
-//! room again, which is a *writable* event (EPOLLOUT), so sockets are now
-//! registered for READABLE | WRITABLE. Under edge triggering that costs
-//! nothing: a wake-up *because of* write space comes only after a write
-//! found the buffer full (EAGAIN or a short write).
-//!
-//! And a client that sends but does not read would make `output` grow
-//! without end. So, backpressure: above HIGH_WATER bytes of pending output
-//! we stop reading from that client. Its bytes stay in the kernel, the TCP
-//! window closes, and its own writes block: TCP slows it down for us. Once
-//! output drains below LOW_WATER we read again, and we must do that read
-//! ourselves: the data that queued up during the pause had its readable
-//! edges while we were not listening, and no new one will come for it.
+//! Output the socket cannot take yet now waits in each connection's
+//! `output`, and goes out on a later writable event (EPOLLOUT). Above
+//! HIGH_WATER bytes of pending output we stop reading from that client
+//! (backpressure: TCP then slows the client down for us). At LOW_WATER or
+//! below we read again, at once and by ourselves: the data that queued up
+//! during the pause had its edges while we were not reading, and no new
+//! one will come for it.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;

@@ -3,24 +3,16 @@
 //! ```text
 //! cargo run --example step6_drain                  # listens on 127.0.0.1:8006
 //! cargo run --example step6_drain -- --listen 127.0.0.1:0 --drain-timeout 5
-//! nc 127.0.0.1 8006                                # then Ctrl-C the server, or kill <pid>
 //! python3 docs/tutorial/client.py drain 127.0.0.1:8006 <pid>
 //! ```
 //!
-//! On SIGTERM, SIGINT, SIGQUIT or SIGHUP (the Go tutorial's four) the server
-//! stops accepting, delivers every echo it owes, closes each connection so
-//! that the client gets all of it and then a FIN (not an RST), and exits 0.
-//! If that takes longer than the deadline (default 10 s, like Go's
-//! `WaitWithTimeout(10 * time.Second)`) the rest are cut off: exit 3.
-//!
-//! A signal handler may do almost nothing, so signal-hook's writes a byte to
-//! a socket it registers with our `Poll`: a signal is just another event.
-//!
-//! Closing well takes more than close(). With unread input in the socket,
-//! close() makes the kernel send RST, and RST throws away echoes the client
-//! has not read yet. So a closing connection reads and discards its input,
-//! flushes its output, sends FIN with shutdown(Write), and is closed only
-//! after the client's EOF: then nothing can arrive to provoke an RST.
+//! On SIGTERM, SIGINT, SIGQUIT or SIGHUP (the Go tutorial's four): stop
+//! accepting, deliver every echo owed, close each connection with a FIN
+//! (not an RST) once nothing can be lost, and exit 0. At the deadline
+//! (`--drain-timeout`, default 10 s like Go's `WaitWithTimeout`) cut off
+//! the rest and exit 3. Signals arrive as events: signal-hook's handler
+//! writes a byte to a socket pair, and the other end is registered with
+//! our `Poll`.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -211,8 +203,9 @@ fn close_progress(conn: &mut Conn, buf: &mut [u8]) -> io::Result<bool> {
         conn.stream.shutdown(Shutdown::Write)?; // FIN, after the last echo
         conn.fin_sent = true;
     }
-    // The client has every byte and our FIN is queued; once its EOF is here,
-    // nothing more can arrive, so close() cannot turn into RST.
+    // All our output is in the kernel, our FIN queued after it. Once the
+    // client's EOF is here nothing more can arrive, so close() cannot turn
+    // into RST: the kernel delivers what is queued, then the FIN.
     Ok(conn.fin_sent && conn.eof)
 }
 
