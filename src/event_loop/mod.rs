@@ -23,9 +23,10 @@
 //! Every socket is registered once, edge-triggered, for READABLE | WRITABLE,
 //! and never re-registered. Under edge triggering each wakeup reports the
 //! socket's whole readiness (so most events say readable *and* writable),
-//! but the kernel wakes us *because of* write space only after a write found
-//! the send buffer full. So the standing write interest costs no wakeups,
-//! and steady state makes no `epoll_ctl` calls at all.
+//! but the kernel wakes us *because of* write space only after it found the
+//! send buffer short of room (a write that filled it, or a readiness check
+//! that found less than a third of it free). So the standing write interest
+//! costs no wakeups of its own, and steady state makes no `epoll_ctl` calls.
 //!
 //! The rest of the loop lives next door, one concern per file, each an
 //! `impl Server` block:
