@@ -48,11 +48,11 @@ test:  ## Format check, clippy -D warnings, docs without warnings, every test (u
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
 	$(CARGO) test --workspace
 	REACTOR_ECHO_TEST_WORKERS=2 $(CARGO) test --quiet -p reactor-echo --tests
-	$(CARGO) build --quiet -p reactor-echo -p reactor-echo-bench --bins
+	$(CARGO) build --quiet -p reactor-echo -p reactor-echo-bench --bin reactor-echo --bin soak
 	$(TARGET_DIR)/debug/soak --server $(TARGET_DIR)/debug/reactor-echo --secs 20 -- $(SOAK_ARGS)
 
 soak:  ## Chaos soak: every fault at once for $(SOAK_SECS) s, bytes and RSS checked, then SIGTERM (SOAK_ARGS: server flags)
-	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
+	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bin reactor-echo --bin soak
 	$(TARGET_DIR)/release/soak --server $(TARGET_DIR)/release/reactor-echo --secs $(SOAK_SECS) -- $(SOAK_ARGS)
 
 fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if missing)

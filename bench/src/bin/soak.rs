@@ -17,16 +17,30 @@
 //!   fragmentation, huge bursts, binary lines, over-long lines, slow and
 //!   stalled readers, small receive buffers, half-closes, RSTs, idle
 //!   connections, bursts of connects; each checks its echo byte for byte;
+//! - the steady clients of `bench/src/soak/steady.rs`, a writer and a
+//!   reader thread each, streaming both ways at once without a break, the
+//!   load under which the server's output queue never empties;
 //! - between some clients and the server, the relay of
 //!   `bench/src/soak/relay.rs`, which re-segments, delays and coalesces;
 //! - a small server send buffer (`--send-buffer`, 32 KiB unless told; 0
 //!   leaves it to the kernel): without it, loopback's autotuned buffers
 //!   (megabytes) absorb every echo and the server's own output queue,
 //!   short writes and backpressure would hardly ever be exercised;
-//! - a sampler of the server's RSS, once a second, which must stay flat;
+//! - a sampler of the server's RSS, once a second, which must stay flat
+//!   (the rule is at `RSS_SLACK_KIB`);
 //! - at the end, SIGTERM while clients are busy, then the drain: every
 //!   well-behaved client must get all its echoes and a FIN, and the server
-//!   must exit 0.
+//!   must exit 0, having logged no error and no panic.
+//!
+//! What each client must see is written down, rule by rule, in
+//! `Client::judge` (`bench/src/soak/clients.rs`). A run also fails if one of
+//! its faults never happened (a soak that tested nothing must not pass).
+//!
+//! Server flags the soak sets itself (`--listen`, `--max-frame`,
+//! `--drain-timeout`, `--send-buffer`) must be given as soak flags, not after
+//! `--`. `--idle-timeout` does not mix with the soak's idle clients: the
+//! server may close them before SIGTERM, which the soak counts as a
+//! violation.
 //!
 //! Prints the seed (`--seed` replays every random choice; the timing, and
 //! so the interleaving, is the machine's), progress every 5 s, and a
@@ -484,7 +498,12 @@ fn report(
     );
     row(
         "bytes sent / echoed",
-        format!("{} / {}", mib(t.sent), mib(t.echoed)),
+        format!(
+            "{} / {} ({} lines generated)",
+            mib(t.sent),
+            mib(t.echoed),
+            t.lines
+        ),
     );
     row(
         "writes",
@@ -638,6 +657,9 @@ fn report(
     }
     if log.panics > 0 {
         failures.push("the server panicked".into());
+    }
+    if log.errors > 0 {
+        failures.push(format!("the server logged {} errors", log.errors));
     }
     if t.active_at_term == 0 || t.writing_at_term == 0 {
         failures.push("no client was busy at SIGTERM: the drain was not tested".into());

@@ -34,7 +34,8 @@ use super::rng::{Rng, derive};
 
 /// A worker stops starting new writes while this much of what it sent is
 /// not yet echoed (a burst already started still finishes): bounds the
-/// soak's own memory and the bytes in flight.
+/// bytes in flight, so a stalled reader backs the server up without
+/// filling the machine's socket memory.
 const MAX_OUTSTANDING: u64 = 256 * 1024;
 /// `SO_RCVBUF` of the small-buffer clients (the kernel doubles it): the
 /// server's writes to them come up short, the condition of issue 9's defect 1.
