@@ -15,7 +15,9 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 # make bench-compare (docs/benchmarks.md, "Scaling with --workers"): server
 # core counts ("1 2 4 8"), the server's CPUs (N cores: the first N of the
 # list) and the load generators', load generator processes, rounds, seconds
-# per scenario, a subset of servers or scenarios, SYSCALLS=1 to count them.
+# per scenario, a subset of servers or scenarios, SYSCALLS=1 to count them;
+# a measurement taken while other processes used more than MAX_OTHER CPUs is
+# taken again, up to TRIES times.
 # Left empty: the tool picks from the CPUs there are (2 CPUs: server on 1,
 # load on 0, and both share CPU 0 at 2 server cores: the report says so).
 CORES ?=
@@ -27,6 +29,8 @@ BENCH_SECS ?= 4
 SERVERS ?=
 ONLY ?=
 SYSCALLS ?=
+MAX_OTHER ?= 0.3
+TRIES ?= 3
 
 help:  ## List the targets
 	@# The help texts name variables as $$(NAME): print their values instead.
@@ -63,7 +67,7 @@ bench:  ## Benchmark: scenarios, CPU, syscalls, RSS -> docs/benchmarks.md (needs
 	$(CARGO) build --release --workspace --quiet
 	target/release/bench
 
-bench-compare:  ## Side by side: reactor-echo, tokio current and multi, thread-per-conn, Go's (if go is installed), $(ROUNDS) interleaved rounds of $(BENCH_SECS) s per server core count, medians -> docs/benchmarks.md, docs/benchmarks-scaling.svg (CORES, SERVER_CPUS, CLIENT_CPUS, CLIENTS, SERVERS, ONLY, SYSCALLS)
+bench-compare:  ## Side by side: reactor-echo, tokio current and multi, thread-per-conn, Go's (if go is installed), $(ROUNDS) interleaved rounds of $(BENCH_SECS) s per server core count, medians -> docs/benchmarks.md, docs/benchmarks-scaling.svg (CORES, SERVER_CPUS, CLIENT_CPUS, CLIENTS, SERVERS, ONLY, SYSCALLS, MAX_OTHER, TRIES)
 	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
 	$(CARGO) build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir $(TARGET_DIR)/peers
 	@# The Go tutorial's server only where go is installed; the report names what was left out.
@@ -74,7 +78,7 @@ bench-compare:  ## Side by side: reactor-echo, tokio current and multi, thread-p
 	$(TARGET_DIR)/release/compare --peer-dir $(TARGET_DIR)/peers/release --cores "$(CORES)" \
 		--server-cpus "$(SERVER_CPUS)" --client-cpus "$(CLIENT_CPUS)" --clients "$(CLIENTS)" \
 		--rounds "$(ROUNDS)" --secs "$(BENCH_SECS)" --servers "$(SERVERS)" --only "$(ONLY)" \
-		$(if $(SYSCALLS),--syscalls)
+		--max-other "$(MAX_OTHER)" --tries "$(TRIES)" $(if $(SYSCALLS),--syscalls)
 
 perf:  ## CPU profile of the server under load (perf record -g), top of the report (needs perf)
 	@command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf (Debian) or linux-tools-common linux-tools-generic (Ubuntu)"; exit 1; }

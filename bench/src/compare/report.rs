@@ -110,6 +110,21 @@ impl Results {
     }
 }
 
+/// How quiet the machine was: other work during the measurements kept,
+/// and the measurements taken again because of it.
+#[derive(Clone, Debug, Default)]
+pub struct Quiet {
+    /// Above this many CPUs of other work a measurement is taken again.
+    pub max_other: f64,
+    pub tries: usize,
+    /// Other work during each kept measurement, in CPUs.
+    pub others: Vec<f64>,
+    /// Measurements thrown away for other work.
+    pub repeated: usize,
+    /// Kept although above `max_other` (every try was).
+    pub busy_kept: usize,
+}
+
 /// How the run was set up, for the words around the tables.
 pub struct Setup {
     pub date: String,
@@ -126,6 +141,7 @@ pub struct Setup {
     /// Servers left out, and why.
     pub skipped: Vec<String>,
     pub counter: Counter,
+    pub quiet: Quiet,
 }
 
 pub fn thousands(x: f64) -> String {
@@ -413,6 +429,30 @@ pub fn markdown(r: &Results, setup: &Setup, chart: Option<&str>) -> String {
             worst.1
         );
     }
+    let q = &setup.quiet;
+    if !q.others.is_empty() {
+        let mut others = q.others.clone();
+        let mid = median(&mut others).unwrap_or(0.0);
+        let top = others.iter().copied().fold(0.0, f64::max);
+        let _ = writeln!(
+            w,
+            "Other work on the machine while measuring (CPU time of every process but the \
+             server, this driver and its load generators, kernel threads left out, in CPUs): \
+             median {mid:.2} over the measurements kept, at most {top:.2}. {} measurement{} \
+             taken again because other work was above {} CPUs{}.\n",
+            q.repeated,
+            if q.repeated == 1 { " was" } else { "s were" },
+            q.max_other,
+            if q.busy_kept > 0 {
+                format!(
+                    "; {} kept above it, every one of {} tries having been as busy",
+                    q.busy_kept, q.tries
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     let failures = r.failures();
     if !failures.is_empty() {
         let _ = writeln!(w, "Rounds that failed (left out of the medians):\n");
@@ -526,6 +566,13 @@ mod tests {
             server_cpus: vec![vec![1], vec![1, 0]],
             skipped: vec!["go-tutorial (no go)".into()],
             counter: Counter::None,
+            quiet: Quiet {
+                max_other: 0.3,
+                tries: 3,
+                others: vec![0.1, 0.5],
+                repeated: 4,
+                busy_kept: 1,
+            },
         };
         let md = markdown(&r, &setup, Some("chart.svg"));
         assert!(md.contains("| ping-pong, 50 conns × 1 line of 64 B | reactor-echo | **100** | **5.00** | **180** | **5.00** | 0.90 |"), "{md}");
@@ -533,6 +580,12 @@ mod tests {
         assert!(md.contains("**2 cores: the server shares CPU 0 with the load generator.**"));
         assert!(md.contains("Not run: go-tutorial (no go)."));
         assert!(md.contains("(chart.svg)"));
+        assert!(
+            md.contains(
+                "4 measurements were taken again because other work was above 0.3 CPUs; 1 kept above it"
+            ),
+            "{md}"
+        );
     }
 
     #[test]

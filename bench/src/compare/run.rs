@@ -8,6 +8,7 @@
 //! every message echoed in that time, as `make bench` and the shared
 //! `compare.py` count it.
 
+use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -71,6 +72,11 @@ pub struct Sample {
     /// With `--syscalls`: the server's syscalls, and `epoll_ctl`s, per message.
     pub syscalls_per_msg: Option<f64>,
     pub epoll_ctl_per_msg: Option<f64>,
+    /// Other work on the machine meanwhile, in CPUs: the CPU time of every
+    /// process but the server, this driver and its load generators, over the
+    /// wall time. On a machine shared with builds and tests this says which
+    /// samples were taken while something else ran.
+    pub other_cpus: f64,
 }
 
 /// How the server's syscalls are counted (`--syscalls`).
@@ -121,17 +127,71 @@ fn free_addr() -> SocketAddr {
 
 /// User + system CPU time of every thread of `pid`, live or exited, in s.
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_seconds(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+        11,
+        13,
+    )
+}
+
+/// The `stat` fields after the command name, from index `from`, summed
+/// and turned into seconds.
+fn stat_seconds(stat: &str, from: usize, to: usize) -> f64 {
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
     let ticks: u64 = fields
-        .get(11..13)
+        .get(from..to)
         .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
     // USER_HZ is 100 on every Linux ABI this runs on.
     ticks as f64 / 100.0
+}
+
+/// CPU time, in s, of every process on the machine but this one and
+/// `server`, by pid: `utime + stime + cutime + cstime`, so that the work of
+/// children that came and went (a build's compilers) is counted in their
+/// parent. Kernel threads are left out: on loopback much of their work
+/// (`ksoftirqd`) is the benchmark's own TCP.
+fn others_cpu(server: u32) -> HashMap<u32, f64> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    let me = std::process::id();
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me || pid == server {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let flags: u64 = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse().ok())
+            .unwrap_or(0);
+        if flags & PF_KTHREAD == 0 {
+            out.insert(pid, stat_seconds(&stat, 11, 15));
+        }
+    }
+    out
+}
+
+/// The CPU time other processes used between two `others_cpu` snapshots.
+fn others_delta(before: &HashMap<u32, f64>, after: &HashMap<u32, f64>) -> f64 {
+    after
+        .iter()
+        .map(|(pid, t)| (t - before.get(pid).copied().unwrap_or(0.0)).max(0.0))
+        .sum()
 }
 
 fn signal(pid: u32, sig: Signal) {
@@ -185,6 +245,8 @@ impl Running {
         let pid = self.child.id();
         let counting = start_counter(load.counter, pid);
         let before = cpu_seconds(pid);
+        let others_before = others_cpu(pid);
+        let started = Instant::now();
         let k = load.clients.clamp(1, sc.conns);
         let loadgens: Vec<Child> = (0..k)
             .map(|i| {
@@ -207,6 +269,8 @@ impl Running {
             .collect::<Result<_, _>>()?;
         let outputs: Vec<_> = loadgens.into_iter().map(Child::wait_with_output).collect();
         let cpu = cpu_seconds(pid) - before;
+        let wall = started.elapsed().as_secs_f64();
+        let others = others_delta(&others_before, &others_cpu(pid));
         let counts = counting.map(|c| c.finish());
         if let Ok(Some(status)) = self.child.try_wait() {
             return Err(format!("server exited during the run: {status}"));
@@ -234,6 +298,7 @@ impl Running {
         }
         let total = total.max(1.0);
         sample.cpu_us_per_msg = cpu * 1e6 / total;
+        sample.other_cpus = (others / wall).max(0.0);
         if let Some(Some((all, ctl))) = counts {
             sample.syscalls_per_msg = Some(all as f64 / total);
             sample.epoll_ctl_per_msg = Some(ctl as f64 / total);
