@@ -241,9 +241,12 @@ impl Server {
             }
             Err(_) => {
                 let _ = server.child.kill();
-                let status = server.child.wait().ok();
+                let status = server
+                    .child
+                    .wait()
+                    .map_or("unknown".to_string(), |s| s.to_string());
                 Err(format!(
-                    "the server did not log `listening on ADDR` (exit status {status:?}); its log:\n{}",
+                    "the server did not log `listening on ADDR` ({status}); its log:\n{}",
                     server.log_tail()
                 ))
             }
@@ -266,6 +269,17 @@ impl Server {
             .next()?
             .parse()
             .ok()
+    }
+}
+
+/// A soak that gives up early (say, the relay cannot start) must not leave
+/// the server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

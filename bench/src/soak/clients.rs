@@ -941,7 +941,9 @@ impl Client {
         //    counts too: writes after SIGTERM follow a read that found no
         //    FIN (see `progress`), and before SIGTERM the server closes no
         //    well-behaved connection, so a failed write means an RST
-        //    without a FIN.
+        //    without a FIN. (Through the relay, one case of RST-after-its-
+        //    own-failed-write reaches the client as a FIN: see relay.rs. A
+        //    cut-off still fails the run by the server's exit status.)
         let error = o.read_error.as_ref().or(o.write_error.as_ref());
         if let Some((e, after_term)) = error {
             if *after_term && self.maybe_unserved(term) {
