@@ -17,7 +17,10 @@
 //! FIN, and the client kept sending), what the client sends next is
 //! discarded, as the server itself would discard it, and the relay goes on
 //! delivering the server's bytes and FIN: the same sequence the client
-//! would see on a direct connection.
+//! would see on a direct connection. One blind spot follows: had the server
+//! reset that connection without a FIN, the failed write took the reset's
+//! error, the next read says EOF, and the client gets a FIN. A reset
+//! without a FIN is a cut-off, which the server's exit status (3) reports.
 //!
 //! It buffers at most [`PIPE_CAP`] bytes a direction; past that it stops
 //! reading that side, so backpressure crosses it.
