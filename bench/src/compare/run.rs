@@ -150,11 +150,11 @@ fn stat_seconds(stat: &str, from: usize, to: usize) -> f64 {
 }
 
 /// CPU time, in s, of every process on the machine but this one and
-/// `server`, by pid: `utime + stime + cutime + cstime`, so that the work of
+/// `ours` (the server, the syscall counter), by pid: `utime + stime + cutime + cstime`, so that the work of
 /// children that came and went (a build's compilers) is counted in their
 /// parent. Kernel threads are left out: on loopback much of their work
 /// (`ksoftirqd`) is the benchmark's own TCP.
-fn others_cpu(server: u32) -> HashMap<u32, f64> {
+fn others_cpu(ours: &[u32]) -> HashMap<u32, f64> {
     const PF_KTHREAD: u64 = 0x0020_0000;
     let me = std::process::id();
     let mut out = HashMap::new();
@@ -169,7 +169,7 @@ fn others_cpu(server: u32) -> HashMap<u32, f64> {
         else {
             continue;
         };
-        if pid == me || pid == server {
+        if pid == me || ours.contains(&pid) {
             continue;
         }
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
@@ -245,7 +245,10 @@ impl Running {
         let pid = self.child.id();
         let counting = start_counter(load.counter, pid);
         let before = cpu_seconds(pid);
-        let others_before = others_cpu(pid);
+        // The counter is ours too: perf's own CPU time is not other work.
+        let ours = [Some(pid), counting.as_ref().map(|c| c.child.id())];
+        let ours: Vec<u32> = ours.into_iter().flatten().collect();
+        let others_before = others_cpu(&ours);
         let started = Instant::now();
         let k = load.clients.clamp(1, sc.conns);
         let loadgens: Vec<Child> = (0..k)
@@ -270,7 +273,7 @@ impl Running {
         let outputs: Vec<_> = loadgens.into_iter().map(Child::wait_with_output).collect();
         let cpu = cpu_seconds(pid) - before;
         let wall = started.elapsed().as_secs_f64();
-        let others = others_delta(&others_before, &others_cpu(pid));
+        let others = others_delta(&others_before, &others_cpu(&ours));
         let counts = counting.map(|c| c.finish());
         if let Ok(Some(status)) = self.child.try_wait() {
             return Err(format!("server exited during the run: {status}"));
