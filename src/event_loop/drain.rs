@@ -18,6 +18,11 @@ use super::Server;
 use super::close::Ending;
 use crate::connection::{CloseReason, ConnId};
 use crate::handler::Handler;
+use crate::sys;
+
+/// Connections named in the log when a drain cuts them off; the rest are
+/// only counted (a drain may cut off thousands).
+const CUT_OFF_NAMED: usize = 10;
 
 /// Graceful shutdown in progress.
 #[derive(Clone, Copy, Debug)]
@@ -155,7 +160,24 @@ impl<H: Handler> Server<H> {
             return None;
         }
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
-        for id in ids {
+        for (n, id) in ids.into_iter().enumerate() {
+            // Who was given up on, and how far each had got: the first few
+            // by name, so an operator can tell a client that stopped
+            // reading from one that was merely slow.
+            if n < CUT_OFF_NAMED
+                && let Some(conn) = self.conn_mut(id)
+            {
+                let peer = conn
+                    .stream
+                    .peer_addr()
+                    .map_or_else(|_| "?".to_string(), |a| a.to_string());
+                let unacked = sys::unacked_bytes(&conn.stream).unwrap_or(0);
+                info!(
+                    "{id} from {peer} cut off: {}, {} bytes unsent, {unacked} sent but not acknowledged",
+                    conn.state,
+                    conn.output.len()
+                );
+            }
             self.destroy(id, Ending::CutOff);
         }
         self.report.forced = drain.forced;
