@@ -330,6 +330,12 @@ fn cut_off_connections_are_reset_and_finished_ones_get_fin() {
             "{}",
             server.log()
         );
+        // The log names the one given up on, and what it was still owed.
+        assert!(
+            server.log().contains(" cut off: closing (drain), "),
+            "{}",
+            server.log()
+        );
         let (echoed, end) = read_until_end(&mut stuck);
         assert_eq!(
             end,
