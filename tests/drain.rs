@@ -8,8 +8,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -28,36 +26,6 @@ fn stuck_client(
     // Give it time to fill every buffer on the way.
     std::thread::sleep(Duration::from_millis(500));
     (c, writer)
-}
-
-/// A client thread that sends `test_line(tag, k, size)` for k = 0, 1, ...
-/// until stopped or until the server closes on it.
-struct EndlessSender {
-    stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl EndlessSender {
-    fn start(c: &TcpStream, tag: usize, size: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut w = c.try_clone().unwrap();
-        let thread = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut k = 0;
-                while !stop.load(Ordering::Relaxed) && w.write_all(&test_line(tag, k, size)).is_ok()
-                {
-                    k += 1;
-                }
-            })
-        };
-        EndlessSender { stop, thread }
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap();
-    }
 }
 
 #[test]

@@ -12,8 +12,6 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -255,23 +253,6 @@ fn step5_pauses_a_client_that_does_not_read_and_loses_nothing() {
 
 // ------------------------------------------------------------------ step 6
 
-/// A client thread that sends `test_line(6, k, 128)` for k = 0, 1, ...
-/// without reading, until told to stop or the connection fails.
-fn endless_sender(c: &TcpStream) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut w = c.try_clone().unwrap();
-    let thread = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut k = 0;
-            while !stop.load(Ordering::Relaxed) && w.write_all(&test_line(6, k, 128)).is_ok() {
-                k += 1;
-            }
-        })
-    };
-    (stop, thread)
-}
-
 #[test]
 fn step6_drain_delivers_every_echo_then_fin_and_exits_zero() {
     let mut server = start("step6_drain", &[]);
@@ -280,7 +261,7 @@ fn step6_drain_delivers_every_echo_then_fin_and_exits_zero() {
     // A client that keeps sending and does not read: the server pauses it
     // with echoes pending, and its writes stall.
     let mut busy = server.connect();
-    let (stop, sender) = endless_sender(&busy);
+    let sender = EndlessSender::start(&busy, 6, 128);
     std::thread::sleep(Duration::from_millis(500));
 
     server.signal(Signal::TERM);
@@ -312,8 +293,7 @@ fn step6_drain_delivers_every_echo_then_fin_and_exits_zero() {
 
     // It closes each connection once its client has closed too (then
     // nothing can arrive to turn the close into RST), and exits 0.
-    stop.store(true, Ordering::Relaxed);
-    sender.join().unwrap();
+    sender.stop();
     drop(idle);
     drop(busy);
     server.expect_exit(0);

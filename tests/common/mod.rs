@@ -5,6 +5,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -372,7 +373,7 @@ pub fn every_byte_but_newline() -> Vec<u8> {
 /// stall because every buffer on the way is full. Returns the writer and how
 /// many bytes it got out before stalling.
 pub fn write_until_stalled(s: &TcpStream, data: Vec<u8>) -> (std::thread::JoinHandle<()>, usize) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     let written = Arc::new(AtomicUsize::new(0));
     let writer = {
         let mut w = s.try_clone().unwrap();
@@ -407,4 +408,39 @@ pub fn write_in_background(
         let r = s.write_all(&data);
         (s, r)
     })
+}
+
+/// A client thread that sends `test_line(tag, k, size)` for k = 0, 1, ...
+/// until stopped or until the server closes on it.
+pub struct EndlessSender {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl EndlessSender {
+    pub fn start(c: &TcpStream, tag: usize, size: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut w = c.try_clone().unwrap();
+        let thread = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut k = 0;
+                while !stop.load(Ordering::Relaxed) && w.write_all(&test_line(tag, k, size)).is_ok()
+                {
+                    k += 1;
+                }
+            })
+        };
+        EndlessSender { stop, thread }
+    }
+
+    /// Whether it has ended by itself: the server closed on it.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
 }
