@@ -14,6 +14,9 @@
 //! (`/proc/PID/status`). The table and an SVG chart go to `docs/`, between
 //! markers in `benchmarks.md`, so the hand-written analysis around them stays.
 
+#[path = "../host.rs"]
+mod host;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -174,21 +177,6 @@ fn rss_kib(pid: u32) -> u64 {
     proc_field(pid, "status", "VmRSS")
 }
 
-/// User + system CPU time of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields
-        .get(11..13)
-        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-    // USER_HZ is 100 on every Linux ABI we run on.
-    ticks as f64 / 100.0
-}
-
 fn interrupt(child: &Child) {
     if let Some(pid) = Pid::from_raw(child.id() as i32) {
         let _ = kill_process(pid, Signal::INT);
@@ -336,7 +324,7 @@ fn run_scenario(
     let mut output = None;
     let mut cpu = 0.0;
     let syscalls = count_syscalls(counter, pid, || {
-        let before = cpu_seconds(pid);
+        let before = host::cpu_seconds(pid);
         let out = pinned(0, loadgen)
             .arg(server.addr.to_string())
             .args([
@@ -355,7 +343,7 @@ fn run_scenario(
             ])
             .output()
             .expect("run loadgen");
-        cpu = cpu_seconds(pid) - before;
+        cpu = host::cpu_seconds(pid) - before;
         if !out.status.success() {
             eprintln!("loadgen failed: {}", String::from_utf8_lossy(&out.stderr));
         }
@@ -400,26 +388,6 @@ fn run_idle(server: &Server, loadgen: &Path, n: usize) -> Idle {
     }
 }
 
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{model}, {cpus} CPUs, Linux {}", kernel.trim())
-}
-
-fn today() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 fn fmt_thousands(x: f64) -> String {
     let s = format!("{:.0}", x);
     let mut out = String::new();
@@ -439,7 +407,7 @@ fn markdown(results: &[(&Scenario, Measured)], idle: &Idle, counter: Counter, se
         Counter::Strace => "strace -c -f (perf was not available)",
         Counter::None => "not counted (neither perf nor strace installed)",
     };
-    writeln!(md, "Measured {} on {}.", today(), machine()).unwrap();
+    writeln!(md, "Measured {} on {}.", host::now_utc(), host::machine()).unwrap();
     writeln!(md, "Server pinned to CPU 1, load generator to CPU 0; {secs} s per scenario after 0.5 s of warm-up. Syscalls: {how}; per message, warm-up included.\n").unwrap();
     md.push_str("| scenario | msgs/s | p50 µs | p99 µs | p999 µs | CPU µs/msg | syscalls/msg | reads/msg | writes/msg | epoll_wait/msg | epoll_ctl/msg | RSS MiB | errors |\n");
     md.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");

@@ -53,6 +53,8 @@
 mod chart;
 #[path = "../compare/cpus.rs"]
 mod cpus;
+#[path = "../host.rs"]
+mod host;
 #[path = "../compare/report.rs"]
 mod report;
 #[path = "../compare/run.rs"]
@@ -280,30 +282,6 @@ fn builtin(peer_dir: &Path) -> (Vec<Spec>, Vec<(String, String)>) {
     (specs, missing)
 }
 
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cpus = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count()
-        .max(1);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{model}, {cpus} CPUs, Linux {}", kernel.trim())
-}
-
-fn now() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
-}
-
 /// Quotes `s` for a shell if it needs it.
 fn quote(s: &str) -> String {
     if !s.is_empty()
@@ -476,7 +454,7 @@ fn compare(args: &Args, argv: &[String]) -> Result<bool, String> {
             .map(|(n, s)| format!("{n} core(s) on CPU(s) {}", cpus::format_list(s)))
             .collect::<Vec<_>>()
             .join(", "),
-        machine(),
+        host::machine(),
         specs
             .iter()
             .map(|s| s.name.as_str())
@@ -627,8 +605,8 @@ fn compare(args: &Args, argv: &[String]) -> Result<bool, String> {
     }
 
     // The report.
-    let date = now();
-    let machine = machine();
+    let date = host::now_utc();
+    let machine = host::machine();
     let command = if args.extra.is_empty() {
         let mut cmd = format!(
             "make bench-compare CORES=\"{}\" SERVER_CPUS={} CLIENT_CPUS={} CLIENTS={clients} ROUNDS={} BENCH_SECS={}",

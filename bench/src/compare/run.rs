@@ -125,30 +125,6 @@ fn free_addr() -> SocketAddr {
         .expect("a free port on 127.0.0.1")
 }
 
-/// User + system CPU time of every thread of `pid`, live or exited, in s.
-fn cpu_seconds(pid: u32) -> f64 {
-    stat_seconds(
-        &std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
-        11,
-        13,
-    )
-}
-
-/// The `stat` fields after the command name, from index `from`, summed
-/// and turned into seconds.
-fn stat_seconds(stat: &str, from: usize, to: usize) -> f64 {
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields
-        .get(from..to)
-        .map_or(0, |f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum());
-    // USER_HZ is 100 on every Linux ABI this runs on.
-    ticks as f64 / 100.0
-}
-
 /// CPU time, in s, of every process on the machine but this one and
 /// `ours` (the server, the syscall counter), by pid: `utime + stime + cutime + cstime`, so that the work of
 /// children that came and went (a build's compilers) is counted in their
@@ -180,7 +156,7 @@ fn others_cpu(ours: &[u32]) -> HashMap<u32, f64> {
             .and_then(|(_, rest)| rest.split_whitespace().nth(6)?.parse().ok())
             .unwrap_or(0);
         if flags & PF_KTHREAD == 0 {
-            out.insert(pid, stat_seconds(&stat, 11, 15));
+            out.insert(pid, crate::host::stat_seconds(&stat, 11, 15));
         }
     }
     out
@@ -244,7 +220,7 @@ impl Running {
     pub fn measure(&mut self, sc: &Scenario, load: &Load) -> Result<Sample, String> {
         let pid = self.child.id();
         let counting = start_counter(load.counter, pid);
-        let before = cpu_seconds(pid);
+        let before = crate::host::cpu_seconds(pid);
         // The counter is ours too: perf's own CPU time is not other work.
         let ours = [Some(pid), counting.as_ref().map(|c| c.child.id())];
         let ours: Vec<u32> = ours.into_iter().flatten().collect();
@@ -271,7 +247,7 @@ impl Running {
             })
             .collect::<Result<_, _>>()?;
         let outputs: Vec<_> = loadgens.into_iter().map(Child::wait_with_output).collect();
-        let cpu = cpu_seconds(pid) - before;
+        let cpu = crate::host::cpu_seconds(pid) - before;
         let wall = started.elapsed().as_secs_f64();
         let others = others_delta(&others_before, &others_cpu(&ours));
         let counts = counting.map(|c| c.finish());
