@@ -62,6 +62,8 @@ mod relay;
 mod rng;
 #[path = "../soak/steady.rs"]
 mod steady;
+#[path = "../soak/throttle.rs"]
+mod throttle;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
