@@ -121,7 +121,9 @@ pub struct Socket {
     pub local: SocketAddr,
     pub peer: SocketAddr,
     /// Bytes in the receive queue, and in the send queue (sent or not, not
-    /// acknowledged): `ss`'s Recv-Q and Send-Q.
+    /// acknowledged): `ss`'s Recv-Q and Send-Q. (The soak reads the send
+    /// queue of a throttled sender; the relay's test reads both.)
+    #[cfg_attr(not(test), allow(dead_code))]
     pub recv_q: u32,
     pub send_q: u32,
     /// The zero-window probe ("persist") timer is pending.
@@ -272,13 +274,17 @@ pub struct Spell {
     pub first: Instant,
     pub last: Instant,
     pub count: u32,
-    /// The sender's state at the last sighting, and its persist timer.
+    /// The sender's state at the last sighting: its `TCP_INFO`, its send
+    /// queue, its persist timer.
     pub info: TcpInfo,
+    pub send_q: u32,
     pub persist: bool,
 }
 
 #[derive(Default)]
 struct Seen {
+    /// The sending addresses watched: the server's, the relay's.
+    senders: Vec<SocketAddr>,
     spells: HashMap<Conn, Vec<Spell>>,
     /// Relayed connections: the client's address (as the relay sees it)
     /// for the relay's own connection to the server, and back.
@@ -292,7 +298,6 @@ struct Seen {
 /// The soak's sampler: every [`SAMPLE_EVERY`], the `TCP_INFO` of every
 /// connection the server or the relay sends on.
 pub struct Watch {
-    senders: Vec<SocketAddr>,
     seen: Mutex<Seen>,
 }
 
@@ -301,9 +306,16 @@ impl Watch {
     /// of `senders` (the server's listening address, the relay's).
     pub fn new(senders: Vec<SocketAddr>) -> Arc<Watch> {
         Arc::new(Watch {
-            senders,
-            seen: Mutex::new(Seen::default()),
+            seen: Mutex::new(Seen {
+                senders,
+                ..Seen::default()
+            }),
         })
+    }
+
+    /// Watches the connections sent on from `sender` as well.
+    pub fn add_sender(&self, sender: SocketAddr) {
+        self.seen().senders.push(sender);
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -325,7 +337,8 @@ impl Watch {
 
     /// One sample of every watched connection.
     pub fn sample(&self) {
-        let ports: Vec<u16> = self.senders.iter().map(|a| a.port()).collect();
+        let senders = self.seen().senders.clone();
+        let ports: Vec<u16> = senders.iter().map(|a| a.port()).collect();
         let result = sockets(&ports);
         let now = Instant::now();
         let mut seen = self.seen();
@@ -339,7 +352,7 @@ impl Watch {
             }
         };
         for s in sockets {
-            if !self.senders.contains(&s.local) {
+            if !senders.contains(&s.local) {
                 continue;
             }
             let Some(info) = s.info.filter(is_throttled) else {
@@ -351,6 +364,7 @@ impl Watch {
                     spell.last = now;
                     spell.count += 1;
                     spell.info = info;
+                    spell.send_q = s.send_q;
                     spell.persist = s.persist;
                 }
                 _ => spells.push(Spell {
@@ -358,6 +372,7 @@ impl Watch {
                     last: now,
                     count: 1,
                     info,
+                    send_q: s.send_q,
                     persist: s.persist,
                 }),
             }
@@ -410,9 +425,10 @@ impl Watch {
 /// One spell, as the soak prints it: the figures `ss -ti` would show.
 pub fn describe(s: &Spell) -> String {
     format!(
-        "snd_wnd {} < mss {}, {} B not sent, rwnd_limited {:.0}%, peer's wscale {}{}, seen {} times over {} ms",
+        "snd_wnd {} < mss {}, Send-Q {} B ({} not sent), rwnd_limited {:.0}%, peer's wscale {}{}, seen {} times over {} ms",
         s.info.snd_wnd,
         s.info.snd_mss,
+        s.send_q,
         s.info.notsent,
         s.info.rwnd_limited_pct(),
         s.info.snd_wscale,
