@@ -701,7 +701,7 @@ fn report(
     row(
         "kernel-throttled connections",
         format!(
-            "{throttled_conns} seen (send window < MSS) in {samples} TCP_INFO samples{}; clients late because of it: {} no end, {} reset at the deadline, {} echo late",
+            "{throttled_conns} seen (a window under the sender's MSS, which the receiver's ceiling keeps there) in {samples} TCP_INFO samples{}; clients late because of it: {} no end, {} reset at the deadline, {} echo late",
             if sample_errors > 0 {
                 format!(
                     " ({sample_errors} failed: {})",

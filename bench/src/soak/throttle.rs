@@ -14,12 +14,18 @@
 //! everything right: the sender has handed its bytes to the kernel and the
 //! receiver reads as fast as it can.
 //!
-//! What the soak checks, on the sender's side ([`is_throttled`]): a window
-//! offered (not zero: a zero window is a reader that stopped) but smaller
-//! than the MSS, bytes in the kernel not yet sent, and time spent limited by
-//! the receive window. A connection counts as throttled only once it was
-//! seen so in two samples ([`MIN_SIGHTINGS`]): the state lasts, a passing
-//! window does not.
+//! What the soak checks ([`is_throttled`]), on both ends of a loopback
+//! connection. The sender: a window offered (not zero: a zero window is a
+//! reader that stopped) but smaller than its MSS, bytes in its kernel not
+//! yet sent, time spent limited by the receive window, and no window
+//! scaling. The receiver: its window ceiling (`rcv_ssthresh`, rounded down
+//! to its estimate of the sender's segment size, as the kernel rounds the
+//! windows it offers without scaling) is under the sender's MSS, so it
+//! cannot offer a full segment however fast its reader reads. A reader that
+//! is merely slow also leaves its sender a window under the MSS, for a
+//! while; its ceiling is higher, so it does not count. And a connection
+//! counts as throttled only once it was seen so in two samples
+//! ([`MIN_SIGHTINGS`]).
 //!
 //! [`Watch`] samples every connection of the server and the relay a few
 //! times a second and remembers the throttled ones; the soak's judges ask
@@ -51,6 +57,10 @@ const SPELL_GAP: Duration = Duration::from_secs(2);
 pub struct TcpInfo {
     /// The MSS this side sends with.
     pub snd_mss: u32,
+    /// This side's estimate of the MSS its peer sends with, and the most
+    /// window it will offer (its ceiling, which the kernel moves).
+    pub rcv_mss: u32,
+    pub rcv_ssthresh: u32,
     /// The window the peer offers, after scaling.
     pub snd_wnd: u32,
     /// Bytes in the kernel's send queue not yet sent.
@@ -69,6 +79,8 @@ pub struct TcpInfo {
 /// The byte of the bit fields `tcpi_snd_wscale : 4, tcpi_rcv_wscale : 4`.
 const TCPI_WSCALE: usize = 6;
 const TCPI_SND_MSS: usize = 16;
+const TCPI_RCV_MSS: usize = 20;
+const TCPI_RCV_SSTHRESH: usize = 64;
 const TCPI_UNACKED: usize = 24;
 const TCPI_NOTSENT_BYTES: usize = 144;
 const TCPI_BUSY_TIME: usize = 168;
@@ -88,6 +100,8 @@ impl TcpInfo {
         let u64_at = |at: usize| u64::from_ne_bytes(b[at..at + 8].try_into().unwrap());
         Some(TcpInfo {
             snd_mss: u32_at(TCPI_SND_MSS),
+            rcv_mss: u32_at(TCPI_RCV_MSS),
+            rcv_ssthresh: u32_at(TCPI_RCV_SSTHRESH),
             snd_wnd: u32_at(TCPI_SND_WND),
             notsent: u32_at(TCPI_NOTSENT_BYTES),
             unacked: u32_at(TCPI_UNACKED),
@@ -107,12 +121,26 @@ impl TcpInfo {
     }
 }
 
+/// The most window a receiver without window scaling can offer: its
+/// ceiling rounded down to its estimate of the sender's segment size.
+pub fn max_offer(receiver: &TcpInfo) -> u32 {
+    match receiver.rcv_mss {
+        0 => receiver.rcv_ssthresh,
+        mss => receiver.rcv_ssthresh / mss * mss,
+    }
+}
+
 /// The sender is held back by the kernel, not by either program: the
 /// receiver offers a window, but one smaller than the sender's MSS, while
-/// the sender has bytes queued it has not sent, and the receiver's window
-/// has been what limits it.
-pub fn is_throttled(i: &TcpInfo) -> bool {
-    i.snd_wnd > 0 && i.snd_wnd < i.snd_mss && i.notsent > 0 && i.rwnd_limited_us > 0
+/// the sender has bytes queued it has not sent; without window scaling,
+/// the receiver's ceiling keeps every window it can offer under that MSS.
+pub fn is_throttled(sender: &TcpInfo, receiver: &TcpInfo) -> bool {
+    sender.snd_wnd > 0
+        && sender.snd_wnd < sender.snd_mss
+        && sender.notsent > 0
+        && sender.rwnd_limited_us > 0
+        && sender.snd_wscale == 0
+        && max_offer(receiver) < sender.snd_mss
 }
 
 /// One TCP socket as `sock_diag` reports it.
@@ -275,8 +303,9 @@ pub struct Spell {
     pub last: Instant,
     pub count: u32,
     /// The sender's state at the last sighting: its `TCP_INFO`, its send
-    /// queue, its persist timer.
+    /// queue, its persist timer; and the receiver's `TCP_INFO`.
     pub info: TcpInfo,
+    pub receiver: TcpInfo,
     pub send_q: u32,
     pub persist: bool,
 }
@@ -351,19 +380,27 @@ impl Watch {
                 return;
             }
         };
+        let receivers: HashMap<Conn, TcpInfo> = sockets
+            .iter()
+            .filter_map(|s| Some(((s.local, s.peer), s.info?)))
+            .collect();
         for s in sockets {
             if !senders.contains(&s.local) {
                 continue;
             }
-            let Some(info) = s.info.filter(is_throttled) else {
+            let (Some(info), Some(&receiver)) = (s.info, receivers.get(&(s.peer, s.local))) else {
                 continue;
             };
+            if !is_throttled(&info, &receiver) {
+                continue;
+            }
             let spells = seen.spells.entry((s.local, s.peer)).or_default();
             match spells.last_mut() {
                 Some(spell) if now - spell.last <= SPELL_GAP => {
                     spell.last = now;
                     spell.count += 1;
                     spell.info = info;
+                    spell.receiver = receiver;
                     spell.send_q = s.send_q;
                     spell.persist = s.persist;
                 }
@@ -372,6 +409,7 @@ impl Watch {
                     last: now,
                     count: 1,
                     info,
+                    receiver,
                     send_q: s.send_q,
                     persist: s.persist,
                 }),
@@ -425,14 +463,15 @@ impl Watch {
 /// One spell, as the soak prints it: the figures `ss -ti` would show.
 pub fn describe(s: &Spell) -> String {
     format!(
-        "snd_wnd {} < mss {}, Send-Q {} B ({} not sent), rwnd_limited {:.0}%, peer's wscale {}{}, seen {} times over {} ms",
+        "sender: snd_wnd {} < mss {}, Send-Q {} B ({} not sent), rwnd_limited {:.0}%, no window scaling{}; receiver: rcv_ssthresh {}, rcv_mss {}; seen {} times over {} ms",
         s.info.snd_wnd,
         s.info.snd_mss,
         s.send_q,
         s.info.notsent,
         s.info.rwnd_limited_pct(),
-        s.info.snd_wscale,
         if s.persist { ", persist timer" } else { "" },
+        s.receiver.rcv_ssthresh,
+        s.receiver.rcv_mss,
         s.count,
         (s.last - s.first).as_millis()
     )
@@ -519,12 +558,22 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
 
-    /// A connection in the state of docs/reliability.md, made for real: the
-    /// receiver's `SO_RCVBUF` is 4096 before `connect`; a sender writes
-    /// without pause; the receiver reads as fast as it can, first to prime
-    /// the connection, then with `TCP_WINDOW_CLAMP` lowered under the
-    /// sender's MSS (when `clamp`), as its kernel does by itself in the
-    /// failed soaks.
+    /// How the receiver of a [`Pair`] behaves.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Receiver {
+        /// `SO_RCVBUF` 4096 before `connect`; reads as fast as it can, with
+        /// `TCP_WINDOW_CLAMP` lowered under the sender's MSS once primed,
+        /// as its kernel lowers the ceiling by itself in the failed soaks.
+        Clamped,
+        /// The same, not clamped.
+        Small,
+        /// Reads 256 bytes every 10 ms: a slow reader, the soak's own kind,
+        /// with a small `SO_RCVBUF` or the kernel's.
+        Slow { small: bool },
+    }
+
+    /// A real loopback connection: a sender that writes without pause, and
+    /// a receiver as `Receiver` says.
     struct Pair {
         sender: SocketAddr,
         receiver: SocketAddr,
@@ -534,7 +583,7 @@ mod tests {
     }
 
     impl Pair {
-        fn new(clamp: bool) -> Pair {
+        fn new(how: Receiver) -> Pair {
             use rustix::net::sockopt;
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let fd = rustix::net::socket(
@@ -543,7 +592,9 @@ mod tests {
                 None,
             )
             .unwrap();
-            sockopt::set_socket_recv_buffer_size(&fd, 4096).unwrap();
+            if how != (Receiver::Slow { small: false }) {
+                sockopt::set_socket_recv_buffer_size(&fd, 4096).unwrap();
+            }
             rustix::net::connect(&fd, &listener.local_addr().unwrap()).unwrap();
             let mut receiver = TcpStream::from(fd);
             let (mut sender, _) = listener.accept().unwrap();
@@ -570,11 +621,15 @@ mod tests {
                 let stop = Arc::clone(&stop);
                 let read = Arc::clone(&read);
                 std::thread::spawn(move || {
-                    let mut buf = vec![0u8; 64 * 1024];
+                    let slow = matches!(how, Receiver::Slow { .. });
+                    let mut buf = vec![0u8; if slow { 256 } else { 64 * 1024 }];
                     let primed = Instant::now() + Duration::from_millis(300);
                     let mut clamped = false;
                     while !stop.load(Ordering::Relaxed) {
-                        if clamp && !clamped && Instant::now() >= primed {
+                        if slow {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        if how == Receiver::Clamped && !clamped && Instant::now() >= primed {
                             set_window_clamp(&receiver, 1000);
                             clamped = true;
                         }
@@ -629,56 +684,79 @@ mod tests {
 
     #[test]
     fn a_clamped_receiver_throttles_its_sender_and_the_soak_says_so() {
-        let throttled = Pair::new(true);
-        let control = Pair::new(false);
-        let watch = Watch::new(vec![throttled.sender, control.sender]);
+        let throttled = Pair::new(Receiver::Clamped);
+        let fast = Pair::new(Receiver::Small);
+        let slow_small = Pair::new(Receiver::Slow { small: true });
+        let slow = Pair::new(Receiver::Slow { small: false });
+        let all = [&throttled, &fast, &slow_small, &slow];
+        let watch = Watch::new(all.iter().map(|p| p.sender).collect());
         std::thread::sleep(Duration::from_millis(500));
         let start = Instant::now();
-        let read_before = throttled.read.load(Ordering::Relaxed);
-        let control_before = control.read.load(Ordering::Relaxed);
+        let before: Vec<u64> = all.iter().map(|p| p.read.load(Ordering::Relaxed)).collect();
         sample_for(&watch, Duration::from_millis(1500));
         let end = Instant::now();
-        let rate = (throttled.read.load(Ordering::Relaxed) - read_before) as f64
-            / (end - start).as_secs_f64();
-        let control_rate = (control.read.load(Ordering::Relaxed) - control_before) as f64
-            / (end - start).as_secs_f64();
+        let rate = |i: usize| {
+            (all[i].read.load(Ordering::Relaxed) - before[i]) as f64 / (end - start).as_secs_f64()
+        };
 
-        // The state is real: the sender's own TCP_INFO, as `ss -ti` shows it.
-        let all = sockets(&[throttled.sender.port()]).unwrap();
-        let s = all
-            .iter()
-            .find(|s| s.local == throttled.sender && s.peer == throttled.receiver)
-            .expect("sock_diag lists the sender");
-        let info = s.info.expect("TCP_INFO with tcpi_snd_wnd");
+        // The state is real: the two ends' TCP_INFO, as `ss -ti` shows them.
+        let both = sockets(&[throttled.sender.port()]).unwrap();
+        let end_of = |local, peer| {
+            both.iter()
+                .find(|s| s.local == local && s.peer == peer)
+                .and_then(|s| s.info)
+                .expect("sock_diag lists both ends, with TCP_INFO")
+        };
+        let sender = end_of(throttled.sender, throttled.receiver);
+        let receiver = end_of(throttled.receiver, throttled.sender);
         assert!(
-            info.snd_wnd > 0 && info.snd_wnd < info.snd_mss,
+            sender.snd_wnd > 0 && sender.snd_wnd < sender.snd_mss,
             "window {} not under the MSS {}",
-            info.snd_wnd,
-            info.snd_mss
+            sender.snd_wnd,
+            sender.snd_mss
         );
-        assert_eq!(info.snd_wscale, 0, "no window scaling after SO_RCVBUF 4096");
-        assert!(
-            rate < 64.0 * 1024.0,
-            "a throttled connection moves a window per persist timer: {rate:.0} B/s"
+        assert_eq!(
+            sender.snd_wscale, 0,
+            "no window scaling after SO_RCVBUF 4096"
         );
         assert!(
-            control_rate > 1024.0 * 1024.0,
-            "the unclamped connection is fast: {control_rate:.0} B/s"
+            max_offer(&receiver) < sender.snd_mss,
+            "the receiver can offer {} (rcv_ssthresh {}, rcv_mss {}), not under the MSS {}",
+            max_offer(&receiver),
+            receiver.rcv_ssthresh,
+            receiver.rcv_mss,
+            sender.snd_mss
+        );
+        assert!(
+            rate(0) < 64.0 * 1024.0,
+            "a throttled connection moves a window per persist timer: {:.0} B/s",
+            rate(0)
+        );
+        assert!(
+            rate(1) > 1024.0 * 1024.0,
+            "the unclamped connection is fast: {:.0} B/s",
+            rate(1)
         );
 
-        // The soak's verdict: throttled, seen again and again; the control
-        // connection, with the same small buffer, is not.
+        // The soak's verdict: throttled, seen again and again; the others,
+        // the fast one and the slow readers, are not.
         let spell = watch
             .throttled(&[(throttled.sender, throttled.receiver)], start, end)
             .expect("the watch saw the throttled connection");
         assert!(spell.count >= 4, "{}", describe(&spell));
         assert!(spell.info.rwnd_limited_pct() > 50.0, "{}", describe(&spell));
-        assert!(
-            watch
-                .throttled(&[(control.sender, control.receiver)], start, end)
-                .is_none(),
-            "the unclamped connection is not throttled"
-        );
+        for (p, what) in [
+            (&fast, "fast"),
+            (&slow_small, "slow, small buffer"),
+            (&slow, "slow"),
+        ] {
+            let seen = watch.throttled(&[(p.sender, p.receiver)], start, end);
+            assert!(
+                seen.is_none(),
+                "the {what} reader's connection is not throttled: {}",
+                seen.map(|s| describe(&s)).unwrap_or_default()
+            );
+        }
         // Outside the time it was watched, nothing is claimed.
         assert!(
             watch
@@ -691,8 +769,8 @@ mod tests {
         );
 
         // A drain that cut off the throttled connection kept its promise;
-        // one that cut off the fast one did not; nor did one that cut off
-        // more than it named.
+        // one that cut off another did not; nor did one that cut off more
+        // than it named.
         let log = |peer: SocketAddr, named: bool| {
             let mut c = CutOffs::default();
             if named {
@@ -714,15 +792,10 @@ mod tests {
         )
         .expect("a throttled connection cut off is the server keeping its promise");
         assert_eq!(ok.len(), 1);
-        let wrong = judge_cut_offs(
-            &log(control.receiver, true),
-            &watch,
-            control.sender,
-            relay,
-            start,
-            end,
-        );
-        assert!(wrong.is_err(), "{wrong:?}");
+        for p in [&fast, &slow_small, &slow] {
+            let wrong = judge_cut_offs(&log(p.receiver, true), &watch, p.sender, relay, start, end);
+            assert!(wrong.is_err(), "{wrong:?}");
+        }
         let unnamed = judge_cut_offs(
             &log(throttled.receiver, false),
             &watch,
