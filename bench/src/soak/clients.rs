@@ -31,6 +31,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::content::{Expect, Piece, Pools, Script};
 use super::net::{self, Connect};
 use super::rng::{Rng, derive};
+use super::throttle::{self, Spell, Watch};
 
 /// A worker stops starting new writes while this much of what it sent is
 /// not yet echoed (a burst already started still finishes): bounds the
@@ -120,12 +121,16 @@ pub struct Tally {
     /// Legitimate after SIGTERM: refused, or reset before the server served them.
     pub refused_at_drain: u64,
     pub reset_unserved_at_drain: u64,
-    /// Relayed clients that saw neither FIN nor RST by the end of the drain.
-    /// Counted, not a violation: in the runs that showed it, the server had
-    /// closed every connection (exit 0), so the end was lost in the relay,
-    /// whose cause is still open (docs/reliability.md). A client connected
-    /// straight to the server is still held to the rule.
-    pub relayed_without_end: u64,
+    /// Clients that ended late, or not in time, while the connection that
+    /// sent to them was throttled by the kernel (`throttle.rs`): not the
+    /// server's doing, counted by what they saw: no end by the end of the
+    /// drain, an RST when the server cut them off at its deadline, their
+    /// last echoes later than `ECHO_PATIENCE`.
+    pub throttled_no_end: u64,
+    pub throttled_reset: u64,
+    pub throttled_echo_late: u64,
+    /// The first few, with the sender's `TCP_INFO`.
+    pub throttled_examples: Vec<String>,
     pub max_connect: Duration,
     /// The longest turn of the client loop: a connect or an echo measured
     /// across it looks that much slower than the server made it.
@@ -173,7 +178,14 @@ impl Tally {
         self.self_closed += other.self_closed;
         self.refused_at_drain += other.refused_at_drain;
         self.reset_unserved_at_drain += other.reset_unserved_at_drain;
-        self.relayed_without_end += other.relayed_without_end;
+        self.throttled_no_end += other.throttled_no_end;
+        self.throttled_reset += other.throttled_reset;
+        self.throttled_echo_late += other.throttled_echo_late;
+        for e in other.throttled_examples {
+            if self.throttled_examples.len() < 6 {
+                self.throttled_examples.push(e);
+            }
+        }
         self.max_connect = self.max_connect.max(other.max_connect);
         self.longest_turn = self.longest_turn.max(other.longest_turn);
         for (kind, n) in other.violations {
@@ -188,6 +200,20 @@ impl Tally {
 
     pub fn violation_count(&self) -> u64 {
         self.violations.values().sum()
+    }
+
+    /// Counts a client that ended late because the kernel throttled its
+    /// connection (see `throttled_no_end`).
+    fn throttled(&mut self, what: &'static str, who: &str, spell: &Spell) {
+        match what {
+            "no end" => self.throttled_no_end += 1,
+            "reset" => self.throttled_reset += 1,
+            _ => self.throttled_echo_late += 1,
+        }
+        if self.throttled_examples.len() < 6 {
+            self.throttled_examples
+                .push(format!("{what}: {who}: {}", throttle::describe(spell)));
+        }
     }
 
     pub fn violate(&mut self, kind: &'static str, detail: String) {
@@ -282,6 +308,8 @@ struct Client {
     lifetime_end: Option<Instant>,
     created: Instant,
     connected_at: Option<Instant>,
+    /// This socket's address, once connected.
+    local: Option<SocketAddr>,
     /// Stream offsets: generated, written, written up to the last '\n',
     /// echoed; where the over-long line starts.
     generated: u64,
@@ -388,6 +416,7 @@ impl Client {
             lifetime_end: None,
             created: now,
             connected_at: None,
+            local: None,
             generated: 0,
             sent: 0,
             sent_complete: 0,
@@ -456,6 +485,7 @@ impl Client {
                 }
                 Connect::Done => {
                     self.connected_at = Some(now);
+                    self.local = self.stream().local_addr().ok();
                     let took = now - self.created;
                     // Judged for direct connects only: through the relay,
                     // the connect is to the relay's own listener.
@@ -891,8 +921,34 @@ impl Client {
                 .is_none_or(|c| c + Duration::from_secs(1) > t)
     }
 
+    /// Whether the connection that sends this client its echoes (the
+    /// server's, or the relay's and then the relay's own connection to the
+    /// server) was seen throttled by the kernel while this client was
+    /// connected: see `throttle.rs`.
+    fn throttled(&self, plan: &Plan, watch: &Watch) -> Option<Spell> {
+        let (local, from) = (self.local?, self.connected_at?);
+        let to = self.done_at.unwrap_or_else(Instant::now);
+        let mut conns = Vec::new();
+        if self.via_relay {
+            conns.push((plan.relay, local));
+            if let Some(leg) = watch.leg_of(local) {
+                conns.push((plan.server, leg));
+            }
+        } else {
+            conns.push((plan.server, local));
+        }
+        watch.throttled(&conns, from, to)
+    }
+
     /// The rules every client's end is held to. `term` is when SIGTERM was sent.
-    fn judge(&self, term: Option<Instant>, tally: &mut Tally) {
+    ///
+    /// One thing excuses an end that came late or not at all, and only
+    /// that: the kernel throttled the connection (`throttle.rs`). Then
+    /// the bytes the server owed were in the kernel, held back by a window
+    /// smaller than the sender's MSS, and the drain deadline is allowed to
+    /// cut them off. Wrong bytes, a FIN too early or inside a line, or an
+    /// RST before SIGTERM are never excused.
+    fn judge(&self, term: Option<Instant>, plan: &Plan, watch: &Watch, tally: &mut Tally) {
         let o = &self.outcome;
         let who = format!(
             "client {} ({:?}, end {:?}{}{}, sent {}, echoed {})",
@@ -923,8 +979,11 @@ impl Client {
         if o.aborted {
             return;
         }
-        if o.hung && self.via_relay {
-            tally.relayed_without_end += 1;
+        let throttled = || self.throttled(plan, watch);
+        if o.hung
+            && let Some(spell) = throttled()
+        {
+            tally.throttled("no end", &who, &spell);
             return;
         }
         if o.hung {
@@ -932,6 +991,12 @@ impl Client {
                 "no end after drain",
                 format!("{who}: neither FIN nor RST by the end of the drain"),
             );
+            return;
+        }
+        if o.echo_timeout
+            && let Some(spell) = throttled()
+        {
+            tally.throttled("echo late", &who, &spell);
             return;
         }
         if o.echo_timeout {
@@ -959,6 +1024,13 @@ impl Client {
         if let Some((e, after_term)) = error {
             if *after_term && self.maybe_unserved(term) {
                 tally.reset_unserved_at_drain += 1;
+            } else if *after_term
+                && e.kind() == ErrorKind::ConnectionReset
+                && let Some(spell) = throttled()
+            {
+                // Cut off at the deadline with output still owed: the RST
+                // that the server's exit status 3 reports, checked there.
+                tally.throttled("reset", &who, &spell);
             } else {
                 let kind = if e.kind() == ErrorKind::ConnectionReset {
                     "RST instead of FIN"
@@ -1015,7 +1087,7 @@ impl Client {
 /// Runs every client until SIGTERM (`shared.term`) and the end of the
 /// drain; returns the tally. Stops by itself: no new client after SIGTERM,
 /// and each one left is judged hung after `plan.patience_after_term`.
-pub fn run(plan: &Plan, shared: &Arc<Shared>) -> io::Result<Tally> {
+pub fn run(plan: &Plan, shared: &Arc<Shared>, watch: &Watch) -> io::Result<Tally> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(4096);
     let mut tally = Tally::default();
@@ -1107,7 +1179,7 @@ pub fn run(plan: &Plan, shared: &Arc<Shared>) -> io::Result<Tally> {
                 let before = tally.violation_count();
                 let term = shared.term.get().copied();
                 c.count_at_term(term, &mut tally);
-                c.judge(term, &mut tally);
+                c.judge(term, plan, watch, &mut tally);
                 shared
                     .violations
                     .fetch_add(tally.violation_count() - before, Ordering::Relaxed);

@@ -34,6 +34,12 @@ pub fn connect(addr: SocketAddr, recv_buffer: Option<usize>) -> io::Result<TcpSt
     Ok(TcpStream::from_std(std::net::TcpStream::from(fd)))
 }
 
+/// `SO_SNDBUF` (the kernel doubles it). Setting it also ends the kernel's
+/// autotuning of that buffer, which on loopback grows it to megabytes.
+pub fn set_send_buffer(stream: &TcpStream, bytes: usize) -> io::Result<()> {
+    Ok(sockopt::set_socket_send_buffer_size(stream, bytes)?)
+}
+
 /// Where a non-blocking connect stands, asked after a writable event (as
 /// mio documents: `take_error`, then `peer_addr`).
 pub enum Connect {

@@ -22,8 +22,15 @@
 //! error, the next read says EOF, and the client gets a FIN. A reset
 //! without a FIN is a cut-off, which the server's exit status (3) reports.
 //!
-//! It buffers at most [`PIPE_CAP`] bytes a direction; past that it stops
-//! reading that side, so backpressure crosses it.
+//! Backpressure crosses it. It holds at most [`PIPE_CAP`] bytes a direction
+//! and stops reading that side past it; and every socket of its own gets a
+//! send buffer of [`SEND_BUFFER`] (the kernel doubles it). Without that,
+//! loopback autotunes a send buffer up to `tcp_wmem`'s maximum (4 MiB): the
+//! relay's writes never block, its pipe never fills, and a client that
+//! reads slowly leaves megabytes parked in the relay's kernel instead of
+//! holding the server back (docs/reliability.md). With it, what the relay
+//! holds for one direction is its pipe, one send buffer, and the receive
+//! queue of its other socket.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -38,9 +45,12 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::net::{self, Connect};
 use super::rng::{Rng, derive};
+use super::throttle::Watch;
 
 /// Bytes held per direction before the relay stops reading its source.
 const PIPE_CAP: usize = 64 * 1024;
+/// `SO_SNDBUF` of both of the relay's sockets of a pair (the kernel doubles it).
+pub const SEND_BUFFER: usize = 16 * 1024;
 /// Bytes waiting past which chopping turns into random cuts (see `Style::piece`).
 const CHOP_BACKLOG: usize = 1024;
 /// Writes per direction per turn, so one fast pair cannot starve the rest.
@@ -401,6 +411,19 @@ impl Pair {
     }
 }
 
+/// The random choices of the relay's next pair: its own generator, and
+/// whether its connection to the server gets a small `SO_RCVBUF`.
+fn pair_choice(seed: u64, rng: &mut Rng) -> (Rng, bool) {
+    let mut pair_rng = Rng::new(derive(seed, rng.next_u64()));
+    let small = pair_rng.percent(30);
+    (pair_rng, small)
+}
+
+/// The relay's own generator, from which each pair's is drawn.
+fn relay_rng(seed: u64) -> Rng {
+    Rng::new(derive(seed, u64::MAX))
+}
+
 /// A listener on `127.0.0.1:0` with a backlog of 4096 (mio's `bind` uses
 /// 128): the relay's turns can be long, and a connect that overflows its
 /// queue waits a second for the SYN to be sent again.
@@ -420,10 +443,12 @@ fn listen_loopback() -> io::Result<TcpListener> {
 
 /// Starts the relay: listens on `127.0.0.1:0`, forwards to `server`, until
 /// `stop` is set. Returns its address and the thread, which yields its stats.
+/// Each pair's two addresses are told to `watch` (see [`Watch::link`]).
 pub fn start(
     server: SocketAddr,
     seed: u64,
     stop: Arc<AtomicBool>,
+    watch: Arc<Watch>,
 ) -> io::Result<(SocketAddr, JoinHandle<io::Result<RelayStats>>)> {
     let mut listener = listen_loopback()?;
     let addr = listener.local_addr()?;
@@ -432,7 +457,7 @@ pub fn start(
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let handle = std::thread::Builder::new()
         .name("soak-relay".into())
-        .spawn(move || run(poll, listener, server, seed, &stop))?;
+        .spawn(move || run(poll, listener, server, seed, &stop, &watch))?;
     Ok((addr, handle))
 }
 
@@ -442,13 +467,14 @@ fn run(
     server: SocketAddr,
     seed: u64,
     stop: &AtomicBool,
+    watch: &Watch,
 ) -> io::Result<RelayStats> {
     let mut stats = RelayStats::default();
     let mut events = Events::with_capacity(1024);
     let mut pairs: Vec<Option<Pair>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
-    let mut rng = Rng::new(derive(seed, u64::MAX));
+    let mut rng = relay_rng(seed);
     let mut wake: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
         // At most 5 ms, to notice `stop`.
@@ -490,9 +516,10 @@ fn run(
                         pairs.push(None);
                         pairs.len() - 1
                     });
-                    let mut pair_rng = Rng::new(derive(seed, rng.next_u64()));
-                    let small = pair_rng.percent(30);
-                    let server_stream = match net::connect(server, small.then_some(SMALL_RCVBUF)) {
+                    let (mut pair_rng, small) = pair_choice(seed, &mut rng);
+                    let server_stream = match net::connect(server, small.then_some(SMALL_RCVBUF))
+                        .and_then(|s| net::set_send_buffer(&s, SEND_BUFFER).map(|()| s))
+                    {
                         Ok(s) => s,
                         Err(_) => {
                             stats.connect_failed += 1;
@@ -501,6 +528,12 @@ fn run(
                             continue;
                         }
                     };
+                    // Set after accept: a send buffer, unlike a receive
+                    // buffer, has no part in the handshake.
+                    let _ = net::set_send_buffer(&client, SEND_BUFFER);
+                    if let (Ok(c), Ok(leg)) = (client.peer_addr(), server_stream.local_addr()) {
+                        watch.link(c, leg);
+                    }
                     stats.pairs += 1;
                     stats.small_rcvbuf += small as u64;
                     let mut pair = Pair {
@@ -552,4 +585,214 @@ fn run(
         }
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::throttle::sockets;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Mutex;
+
+    /// The server binary that `cargo test --workspace` builds next to this
+    /// test's own executable (`target/debug/deps/soak-*`), for the server's
+    /// integration tests. `REACTOR_ECHO_BIN` names another.
+    fn server_binary() -> std::path::PathBuf {
+        if let Some(path) = std::env::var_os("REACTOR_ECHO_BIN") {
+            return path.into();
+        }
+        let exe = std::env::current_exe().expect("this test's path");
+        let dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("a target directory");
+        let bin = dir.join("reactor-echo");
+        assert!(
+            bin.exists(),
+            "{} is missing: `cargo test --workspace` builds it; alone, run \
+             `cargo build -p reactor-echo` first, or set REACTOR_ECHO_BIN",
+            bin.display()
+        );
+        bin
+    }
+
+    /// The real server, at debug level, its log kept line by line.
+    struct Server {
+        child: Child,
+        addr: SocketAddr,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Server {
+        fn start() -> Server {
+            let mut child = Command::new(server_binary())
+                .args(["--listen", "127.0.0.1:0", "--send-buffer", "32768"])
+                .args(["--log-level", "debug"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start reactor-echo");
+            let stderr = child.stderr.take().unwrap();
+            let log = Arc::new(Mutex::new(Vec::new()));
+            let (tx, rx) = std::sync::mpsc::channel();
+            {
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    for line in BufReader::new(stderr).lines() {
+                        let Ok(line) = line else { break };
+                        if let Some(at) = line.find("listening on ") {
+                            let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
+                        }
+                        log.lock().unwrap().push(line);
+                    }
+                });
+            }
+            let addr = rx
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the server logs its address")
+                .parse()
+                .unwrap();
+            Server { child, addr, log }
+        }
+
+        /// The server's last word on the connection from `peer`: whether it
+        /// is backpressured now (its output over the high-water mark, its
+        /// input no longer read), from its debug log.
+        fn backpressured(&self, peer: SocketAddr) -> bool {
+            let log = self.log.lock().unwrap();
+            let accepted = format!(" accepted from {peer}");
+            let Some(id) = log.iter().find_map(|l| {
+                let at = l.find(&accepted)?;
+                l[..at].rsplit(' ').next().map(str::to_string)
+            }) else {
+                return false;
+            };
+            let (paused, resumed) = (format!("{id} backpressured"), format!("{id} resumed"));
+            log.iter()
+                .rev()
+                .find(|l| l.contains(&paused) || l.contains(&resumed))
+                .is_some_and(|l| l.contains(&paused))
+        }
+    }
+
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// The first seed whose first pair connects to the server with the
+    /// kernel's own receive buffer: this test is about the relay's queues,
+    /// not about a small window.
+    fn seed_with_plain_first_pair() -> u64 {
+        (1..)
+            .find(|&seed| !pair_choice(seed, &mut relay_rng(seed)).1)
+            .unwrap()
+    }
+
+    /// A relayed client that stops reading while the server echoes 1 MiB:
+    /// the relay must hold a bounded amount, and the server's connection
+    /// must end up backpressured (it stops reading), as it would with the
+    /// client connected straight to it. Before the relay's send buffers
+    /// were bounded, the relay's socket to the client took almost all of
+    /// the echo into its kernel send queue, and the server never saw a
+    /// slow reader.
+    #[test]
+    fn backpressure_crosses_the_relay() {
+        const TOTAL: usize = 1024 * 1024;
+        let server = Server::start();
+        let stop = Arc::new(AtomicBool::new(false));
+        let watch = Watch::new(Vec::new());
+        let (relay_addr, relay) = start(
+            server.addr,
+            seed_with_plain_first_pair(),
+            Arc::clone(&stop),
+            Arc::clone(&watch),
+        )
+        .unwrap();
+
+        let client = std::net::TcpStream::connect(relay_addr).unwrap();
+        let me = client.local_addr().unwrap();
+        // 1 MiB of numbered lines, written by a thread that never reads.
+        let mut data = Vec::with_capacity(TOTAL);
+        let mut n = 0u64;
+        while data.len() < TOTAL {
+            data.extend_from_slice(format!("line {n:08} of the backpressure test\n").as_bytes());
+            n += 1;
+        }
+        let writer = {
+            let mut client = client.try_clone().unwrap();
+            let data = data.clone();
+            std::thread::spawn(move || client.write_all(&data))
+        };
+
+        // Wait until nothing moves: the queues of the relay's two sockets
+        // the same for a second.
+        let leg = || watch.leg_of(me);
+        let queues = || {
+            let leg = leg()?;
+            let all = sockets(&[relay_addr.port(), server.addr.port()]).ok()?;
+            let to_client = all.iter().find(|s| s.local == relay_addr && s.peer == me)?;
+            let from_server = all
+                .iter()
+                .find(|s| s.local == leg && s.peer == server.addr)?;
+            Some((to_client.send_q, from_server.recv_q))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut last = None;
+        let mut still_since = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = queues();
+            if now != last {
+                last = now;
+                still_since = Instant::now();
+            } else if last.is_some() && still_since.elapsed() >= Duration::from_secs(1) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the relay's queues never settled: {last:?}"
+            );
+        }
+        let (to_client, from_server) = last.unwrap();
+        let leg = leg().unwrap();
+        println!(
+            "settled: the relay's send queue to the client {to_client} B, its receive queue from the server {from_server} B"
+        );
+
+        // The relay's kernel holds at most a send buffer (doubled by the
+        // kernel, plus one segment's overshoot) towards the client.
+        let bound = 2 * SEND_BUFFER as u32 + 64 * 1024;
+        assert!(
+            to_client <= bound,
+            "the relay's send queue to a client that does not read holds {to_client} bytes, over {bound}"
+        );
+        // All it holds, pipe included, is a small part of the echo.
+        let held = to_client + from_server + PIPE_CAP as u32;
+        assert!(
+            held < (TOTAL / 2) as u32,
+            "the relay holds up to {held} bytes of a {TOTAL}-byte echo ({to_client} to the client, {from_server} from the server, {PIPE_CAP} in its pipe)"
+        );
+        // And the server felt it: that connection is paused.
+        assert!(
+            server.backpressured(leg),
+            "the server's connection from the relay ({leg}) is not backpressured; relay queues: {to_client} to the client, {from_server} from the server"
+        );
+
+        // Nothing was lost on the way: read the whole echo now.
+        let mut reader = client.try_clone().unwrap();
+        reader
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut echo = vec![0u8; data.len()];
+        reader.read_exact(&mut echo).expect("the whole echo");
+        assert!(echo == data, "the echo differs from what was sent");
+        writer.join().unwrap().expect("the client's writes");
+        stop.store(true, Ordering::Relaxed);
+        relay.join().unwrap().unwrap();
+    }
 }
