@@ -44,15 +44,27 @@ pub struct DrainReport {
     pub failed: u64,
     /// The drain was ended early by a second signal.
     pub forced: bool,
-    /// With `--workers`: workers that panicked or whose loop failed (their
-    /// connections are not counted above).
+    /// With `--workers`: workers that panicked or whose loop failed. Each
+    /// was replaced while the process served on; its connections are
+    /// counted in `reset_after_panic`.
     pub workers_failed: usize,
+    /// With `--workers`: connections of a worker that panicked or whose loop
+    /// failed, reset when it died (at any time, not only in a drain).
+    pub reset_after_panic: u64,
+    /// With `--workers`: workers that had not finished the drain at its
+    /// deadline plus a grace (or a grace after a second signal), and were
+    /// left behind when the process exited.
+    pub workers_stuck: usize,
+    /// Connections of those stuck workers: closed by the kernel when the
+    /// process exits, whatever they were owed.
+    pub abandoned: u64,
 }
 
 impl DrainReport {
-    /// Whether every connection got everything it was owed.
+    /// Whether every connection got everything it was owed: nothing was
+    /// cut off, and no worker was left behind.
     pub fn is_complete(&self) -> bool {
-        self.cut_off == 0
+        self.cut_off == 0 && self.workers_stuck == 0
     }
 
     /// Adds up the reports of several loops.
@@ -62,11 +74,15 @@ impl DrainReport {
         self.failed += other.failed;
         self.forced |= other.forced;
         self.workers_failed += other.workers_failed;
+        self.reset_after_panic += other.reset_after_panic;
+        self.workers_stuck += other.workers_stuck;
+        self.abandoned += other.abandoned;
     }
 
-    /// The summary line at the end of a drain.
+    /// The summary line at the end of a drain. The counters that only
+    /// `--workers` can have are named only when they are not zero.
     pub(crate) fn summary(&self) -> String {
-        format!(
+        let mut line = format!(
             "drain {}: {} connections closed cleanly, {} cut off, {} failed",
             if self.is_complete() {
                 "complete"
@@ -76,7 +92,16 @@ impl DrainReport {
             self.closed_cleanly,
             self.cut_off,
             self.failed
-        )
+        );
+        if self.reset_after_panic > 0 {
+            line += &format!(", {} reset after a worker panic", self.reset_after_panic);
+        }
+        match self.workers_stuck {
+            0 => {}
+            1 => line += &format!(", {} abandoned on a stuck worker", self.abandoned),
+            n => line += &format!(", {} abandoned on {n} stuck workers", self.abandoned),
+        }
+        line
     }
 }
 

@@ -15,6 +15,13 @@ use mio::{Events, Poll};
 use signal_hook_mio::v1_0::Signals;
 
 use super::{LISTENER, REPORTS, SIGNALS, Worker};
+
+/// How long the coordinator waits for the workers past the drain's deadline
+/// (or past a second stop signal) before it gives up on those still running.
+/// A healthy worker cuts its connections off within one turn of its loop at
+/// the deadline; one that has not reported a second later is stuck (in a
+/// handler that never returns, say), and the process exits without it.
+pub(super) const STUCK_GRACE: Duration = Duration::from_secs(1);
 use crate::event_loop::{Acceptor, DrainReport, FromWorker, ToWorker, read_signals};
 use crate::io_util::interrupted;
 use crate::stats::{Snapshot, Spread};
@@ -30,6 +37,13 @@ pub(super) struct Coordinator {
     now: Instant,
     rejected: u64,
     draining: bool,
+    /// A second stop signal came during the drain.
+    forced: bool,
+    /// When the coordinator stops waiting for workers: the drain's deadline
+    /// plus `STUCK_GRACE`, or a second signal plus `STUCK_GRACE`.
+    give_up_at: Option<Instant>,
+    /// Workers left behind at `give_up_at`, and their connections.
+    stuck: Vec<(usize, usize)>,
     /// SIGUSR1's answers so far, one slot per worker.
     stats_asked: Option<Vec<Option<Snapshot>>>,
 }
@@ -53,6 +67,9 @@ impl Coordinator {
             now: Instant::now(),
             rejected: 0,
             draining: false,
+            forced: false,
+            give_up_at: None,
+            stuck: Vec::new(),
             stats_asked: None,
         }
     }
@@ -60,19 +77,22 @@ impl Coordinator {
     pub(super) fn serve(&mut self) -> io::Result<DrainReport> {
         let mut events = Events::with_capacity(64);
         while self.workers.iter().any(|w| w.running) {
-            let timeout = self
-                .acceptor
-                .paused_until()
+            let timeout = [self.acceptor.paused_until(), self.give_up_at]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|at| at.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(ref e) if interrupted(e) => {}
                 Err(e) => {
-                    // Without its poll the coordinator cannot hear signals
-                    // or reports: drain everyone, then wait for them.
+                    // Without its poll the coordinator cannot hear signals:
+                    // drain everyone, and wait for their reports on the
+                    // channel alone, as long as the deadline allows.
                     error!("the coordinator's poll failed: {e}; draining");
                     self.start_drain("poll failure");
-                    self.join_all();
+                    self.wait_without_poll();
+                    self.join_finished();
                     return Err(e);
                 }
             }
@@ -89,9 +109,48 @@ impl Coordinator {
                 self.accept_all();
             }
             self.wake_workers();
+            if self.give_up_at.is_some_and(|at| self.now >= at) {
+                self.leave_stuck_workers();
+            }
         }
-        self.join_all();
+        self.join_finished();
         Ok(self.final_report())
+    }
+
+    /// After a failed poll: reads the workers' reports straight from the
+    /// channel until all have finished or `give_up_at` has passed.
+    fn wait_without_poll(&mut self) {
+        while self.workers.iter().any(|w| w.running) {
+            let left = self.give_up_at.map_or(Duration::ZERO, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            match self.reports.recv_timeout(left) {
+                Ok(report) => self.on_report(report),
+                Err(_) => {
+                    self.now = Instant::now();
+                    self.leave_stuck_workers();
+                }
+            }
+        }
+    }
+
+    /// The drain's time is up, and these workers have not finished it:
+    /// stop waiting for them. Their threads cannot be stopped from outside
+    /// (a thread stuck in a handler never looks at its mailbox), so they
+    /// are left running; they die when `run` returns and the process exits.
+    fn leave_stuck_workers(&mut self) {
+        for (index, worker) in self.workers.iter_mut().enumerate() {
+            if !worker.running {
+                continue;
+            }
+            let load = worker.load();
+            error!(
+                "worker {index} did not finish the drain within {STUCK_GRACE:?} of its deadline: \
+                 left behind, with its {load} connections"
+            );
+            worker.running = false;
+            self.stuck.push((index, load));
+        }
     }
 
     /// Connections served by all workers together.
@@ -170,6 +229,10 @@ impl Coordinator {
             if self.draining {
                 warn!("{name} during the drain: exiting now");
                 self.tell_all(|| ToWorker::Force);
+                self.forced = true;
+                // Healthy workers cut off at once; wait no longer for the rest.
+                let at = self.now + STUCK_GRACE;
+                self.give_up_at = Some(self.give_up_at.map_or(at, |was| was.min(at)));
             } else {
                 self.start_drain(name);
             }
@@ -182,6 +245,7 @@ impl Coordinator {
         self.draining = true;
         self.acceptor.close();
         let deadline = self.now + self.drain_timeout;
+        self.give_up_at = Some(deadline + STUCK_GRACE);
         info!(
             "{signal}: draining {} connections on {} workers (deadline {:?}); send it again to exit at once",
             self.open(),
@@ -194,26 +258,30 @@ impl Coordinator {
 
     fn read_reports(&mut self) {
         while let Ok(report) = self.reports.try_recv() {
-            match report {
-                FromWorker::Stats(index, snapshot) => self.stats_answer(index, snapshot),
-                FromWorker::Exited(index, outcome) => {
-                    let failed = outcome.is_err();
-                    match &outcome {
-                        Err(why) => error!("worker {index} stopped: {why}"),
-                        Ok(_) => debug!("worker {index} finished"),
-                    }
-                    if let Some(worker) = self.workers.get_mut(index) {
-                        worker.running = false;
-                        worker.outcome = Some(outcome);
-                    }
-                    // The others must not serve on as if nothing happened:
-                    // drain them, and let the exit status say it.
-                    if failed && !self.draining {
-                        self.start_drain("worker failure");
-                    }
-                    // A worker that is gone will not answer SIGUSR1.
-                    self.log_stats_if_complete();
+            self.on_report(report);
+        }
+    }
+
+    fn on_report(&mut self, report: FromWorker) {
+        match report {
+            FromWorker::Stats(index, snapshot) => self.stats_answer(index, snapshot),
+            FromWorker::Exited(index, outcome) => {
+                let failed = outcome.is_err();
+                match &outcome {
+                    Err(why) => error!("worker {index} stopped: {why}"),
+                    Ok(_) => debug!("worker {index} finished"),
                 }
+                if let Some(worker) = self.workers.get_mut(index) {
+                    worker.running = false;
+                    worker.outcome = Some(outcome);
+                }
+                // The others must not serve on as if nothing happened:
+                // drain them, and let the exit status say it.
+                if failed && !self.draining {
+                    self.start_drain("worker failure");
+                }
+                // A worker that is gone will not answer SIGUSR1.
+                self.log_stats_if_complete();
             }
         }
     }
@@ -246,9 +314,16 @@ impl Coordinator {
         log_stats(&snapshots, self.rejected);
     }
 
-    /// Waits for every worker's thread to end.
-    fn join_all(&mut self) {
+    /// Waits for the threads of the workers that have reported their end
+    /// (they are about to return). A stuck worker's thread is not waited
+    /// for: it ends with the process.
+    fn join_finished(&mut self) {
+        // Reports that came after the last poll.
+        self.read_reports();
         for worker in &mut self.workers {
+            if worker.outcome.is_none() {
+                continue;
+            }
             if let Some(thread) = worker.thread.take()
                 && thread.join().is_err()
             {
@@ -256,8 +331,6 @@ impl Coordinator {
                 error!("a worker thread ended in a panic");
             }
         }
-        // Reports that came after the last poll.
-        self.read_reports();
     }
 
     /// Adds up the workers' drain reports; logs the summary and the stats.
@@ -270,8 +343,16 @@ impl Coordinator {
                     total.add(report);
                     snapshots.push(*snapshot);
                 }
-                Some(Err(_)) | None => total.workers_failed += 1,
+                Some(Err(_)) => total.workers_failed += 1,
+                // Left behind: counted below.
+                None => {}
             }
+        }
+        // Also when every worker had finished before the second signal.
+        total.forced |= self.forced;
+        for &(_, load) in &self.stuck {
+            total.workers_stuck += 1;
+            total.abandoned += load as u64;
         }
         info!("{}", total.summary());
         log_stats(&snapshots, self.rejected);
