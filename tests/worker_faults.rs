@@ -234,7 +234,6 @@ impl Handler for SlowPanic {
 }
 
 #[test]
-#[ignore = "fails until the worker-panic fix"]
 fn a_worker_panic_loses_no_connection_and_the_process_keeps_serving() {
     let _turn = one_at_a_time();
     let (addr, ended) = start(Config::default(), 2, |_| SlowPanic);

@@ -22,6 +22,7 @@ use mio::Waker;
 use mio::net::TcpStream;
 
 use super::{DrainReport, Server};
+use crate::connection::CloseReason;
 use crate::handler::Handler;
 use crate::stats::Snapshot;
 
@@ -44,9 +45,26 @@ pub(crate) enum ToWorker {
 pub(crate) enum FromWorker {
     /// The answer to `ToWorker::Stats`.
     Stats(usize, Snapshot),
-    /// The worker's loop has ended: its drain report and last numbers, or
-    /// why it failed (a panic, or an error from `poll`).
-    Exited(usize, Result<(DrainReport, Snapshot), String>),
+    /// The worker's loop has ended, by finishing its drain or by failing.
+    /// Its last message.
+    Exited(usize, Exit),
+}
+
+/// How a worker's loop ended.
+pub(crate) struct Exit {
+    /// Its drain's counters; after a failure, what it counted until then,
+    /// plus the connections it reset (`reset_after_panic`).
+    pub report: DrainReport,
+    /// Its last numbers.
+    pub snapshot: Snapshot,
+    /// Why it failed (a panic, or an error from `poll`); `None` when it
+    /// finished its drain.
+    pub failure: Option<String>,
+    /// Its inbox, handed back: connections the coordinator sent it that it
+    /// never opened are still in it, for the coordinator to give to a
+    /// worker that is alive. (The coordinator keeps the sending end, so
+    /// nothing sent before it reads this message can be lost.)
+    pub inbox: Option<Receiver<ToWorker>>,
 }
 
 /// The worker's end of the mailbox.
@@ -97,11 +115,16 @@ impl<H: Handler> Server<H> {
                 }
             };
             match message {
-                ToWorker::Connection(stream, addr) => {
-                    if !self.open_connection(stream, addr) {
-                        self.count_done();
+                ToWorker::Connection(stream, addr) => match self.open_connection(stream, addr) {
+                    None => self.count_done(),
+                    // Handed over during the drain (it waited in the inbox
+                    // of a worker that died): it is drained like the rest.
+                    Some(id) if self.drain.is_some() => {
+                        self.begin_close(id, CloseReason::Drain);
+                        self.settle(id);
                     }
-                }
+                    Some(_) => {}
+                },
                 ToWorker::Drain { signal, deadline } => self.start_drain(signal, deadline),
                 ToWorker::Force => self.force_drain(),
                 ToWorker::Stats => {
@@ -111,6 +134,18 @@ impl<H: Handler> Server<H> {
                     }
                 }
             }
+        }
+    }
+
+    /// How this worker ended, for the coordinator: its counters, its last
+    /// numbers and its inbox. `failure` says why the loop failed, if it did;
+    /// then `abandon` has already reset its connections.
+    pub(crate) fn worker_exit(mut self, failure: Option<String>) -> Exit {
+        Exit {
+            report: self.report,
+            snapshot: self.snapshot(),
+            failure,
+            inbox: self.mailbox.take().map(|mailbox| mailbox.inbox),
         }
     }
 

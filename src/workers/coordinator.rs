@@ -14,7 +14,7 @@ use mio::net::TcpStream;
 use mio::{Events, Poll};
 use signal_hook_mio::v1_0::Signals;
 
-use super::{LISTENER, REPORTS, SIGNALS, Worker};
+use super::{LISTENER, REPORTS, SIGNALS, Spawn, Worker};
 
 /// How long the coordinator waits for the workers past the drain's deadline
 /// (or past a second stop signal) before it gives up on those still running.
@@ -22,7 +22,7 @@ use super::{LISTENER, REPORTS, SIGNALS, Worker};
 /// the deadline; one that has not reported a second later is stuck (in a
 /// handler that never returns, say), and the process exits without it.
 pub(super) const STUCK_GRACE: Duration = Duration::from_secs(1);
-use crate::event_loop::{Acceptor, DrainReport, FromWorker, ToWorker, read_signals};
+use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, ToWorker, abort, read_signals};
 use crate::io_util::interrupted;
 use crate::stats::{Snapshot, Spread};
 
@@ -34,6 +34,10 @@ pub(super) struct Coordinator {
     drain_timeout: Duration,
     reports: Receiver<FromWorker>,
     workers: Vec<Worker>,
+    /// Starts a worker in the place of one that died.
+    spawn: Spawn,
+    /// Workers that died and were replaced: their counters still count.
+    retired: Vec<Worker>,
     now: Instant,
     rejected: u64,
     draining: bool,
@@ -56,6 +60,7 @@ impl Coordinator {
         drain_timeout: Duration,
         reports: Receiver<FromWorker>,
         workers: Vec<Worker>,
+        spawn: Spawn,
     ) -> Self {
         Coordinator {
             poll,
@@ -64,6 +69,8 @@ impl Coordinator {
             drain_timeout,
             reports,
             workers,
+            spawn,
+            retired: Vec::new(),
             now: Instant::now(),
             rejected: 0,
             draining: false,
@@ -153,9 +160,14 @@ impl Coordinator {
         }
     }
 
-    /// Connections served by all workers together.
+    /// Connections served by all workers together. A worker that has
+    /// ended holds none: one that died has reset its connections.
     fn open(&self) -> usize {
-        self.workers.iter().map(Worker::load).sum()
+        self.workers
+            .iter()
+            .filter(|w| w.running)
+            .map(Worker::load)
+            .sum()
     }
 
     /// Accepts every waiting client (edge-triggered, as in the lone loop)
@@ -164,15 +176,18 @@ impl Coordinator {
     fn accept_all(&mut self) {
         let mut open = self.open();
         while let Some((stream, addr)) = self.acceptor.next(self.now, open, &mut self.rejected) {
-            if self.hand_over(stream, addr) {
+            // With no worker left (dropping the stream closes it), the
+            // drain is already under way.
+            if self.hand_over(stream, addr).is_ok() {
                 open += 1;
             }
         }
     }
 
     /// Gives `stream` to the running worker with the fewest connections;
-    /// returns whether one took it.
-    fn hand_over(&mut self, mut stream: TcpStream, addr: SocketAddr) -> bool {
+    /// gives it back if no worker is left to take it.
+    fn hand_over(&mut self, stream: TcpStream, addr: SocketAddr) -> Result<(), TcpStream> {
+        let mut message = ToWorker::Connection(stream, addr);
         loop {
             let Some(worker) = self
                 .workers
@@ -180,21 +195,23 @@ impl Coordinator {
                 .filter(|w| w.running)
                 .min_by_key(|w| w.load())
             else {
-                // No worker left: dropping the stream closes it.
-                return false;
+                return match message {
+                    ToWorker::Connection(stream, _) => Err(stream),
+                    _ => Ok(()),
+                };
             };
-            match worker.inbox.send(ToWorker::Connection(stream, addr)) {
+            match worker.inbox.send(message) {
                 Ok(()) => {
                     worker.handed += 1;
                     worker.to_wake = true;
-                    return true;
+                    return Ok(());
                 }
-                // That worker has just died: try the next one.
-                Err(mpsc::SendError(ToWorker::Connection(back, _))) => {
+                // That worker's thread is gone without handing its inbox
+                // back (it panicked while recovering): try the next one.
+                Err(mpsc::SendError(back)) => {
                     worker.running = false;
-                    stream = back;
+                    message = back;
                 }
-                Err(_) => return false,
             }
         }
     }
@@ -265,23 +282,83 @@ impl Coordinator {
     fn on_report(&mut self, report: FromWorker) {
         match report {
             FromWorker::Stats(index, snapshot) => self.stats_answer(index, snapshot),
-            FromWorker::Exited(index, outcome) => {
-                let failed = outcome.is_err();
-                match &outcome {
-                    Err(why) => error!("worker {index} stopped: {why}"),
-                    Ok(_) => debug!("worker {index} finished"),
+            FromWorker::Exited(index, exit) => self.worker_exited(index, exit),
+        }
+    }
+
+    /// A worker's loop has ended. If it finished its drain, that is all.
+    /// If it died (a panic, or its poll failed), it has reset the
+    /// connections it held; a fresh worker takes its place (unless the
+    /// process is draining), as nginx's master starts a new worker process,
+    /// and the clients still waiting in its inbox go to live workers.
+    fn worker_exited(&mut self, index: usize, mut exit: Exit) {
+        let Some(worker) = self.workers.get_mut(index) else {
+            return;
+        };
+        worker.running = false;
+        // Everything ever sent to it is in there: this coordinator is the
+        // only sender, and sends nothing to a worker that is not running.
+        let orphans: Vec<(TcpStream, SocketAddr)> = exit
+            .inbox
+            .take()
+            .map(|inbox| {
+                inbox
+                    .try_iter()
+                    .filter_map(|message| match message {
+                        ToWorker::Connection(stream, addr) => Some((stream, addr)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let died = exit.failure.is_some();
+        match &exit.failure {
+            Some(why) => error!(
+                "worker {index} stopped: {why}; it reset the {} connections it held, \
+                 and {} waiting for it go to other workers",
+                exit.report.reset_after_panic,
+                orphans.len()
+            ),
+            None => debug!("worker {index} finished"),
+        }
+        worker.ended = Some(exit);
+        if died && !self.draining {
+            self.replace(index);
+        }
+        for (stream, addr) in orphans {
+            if let Err(stream) = self.hand_over(stream, addr) {
+                // Nobody left to serve it (the others have finished their
+                // drain): it was accepted and is closed unserved, like a
+                // client over the connection cap. Reset: it may be owed an
+                // echo of what it sent.
+                warn!("no worker left to serve {addr}: resetting it");
+                abort(&stream);
+                self.rejected += 1;
+            }
+        }
+        self.wake_workers();
+        // A worker that is gone will not answer SIGUSR1.
+        self.log_stats_if_complete();
+    }
+
+    /// Starts a fresh worker in place `index`, whose worker died.
+    fn replace(&mut self, index: usize) {
+        let generation = self.workers[index].generation + 1;
+        match (self.spawn)(index, generation) {
+            Ok(mut fresh) => {
+                // SIGUSR1's question went to the one that died.
+                if self.stats_asked.is_some() && fresh.inbox.send(ToWorker::Stats).is_ok() {
+                    fresh.to_wake = true;
                 }
-                if let Some(worker) = self.workers.get_mut(index) {
-                    worker.running = false;
-                    worker.outcome = Some(outcome);
+                let dead = std::mem::replace(&mut self.workers[index], fresh);
+                self.retired.push(dead);
+                info!("worker {index} started again (replacement {generation})");
+            }
+            Err(e) => {
+                error!("cannot start a worker in place of worker {index}: {e}");
+                if !self.workers.iter().any(|w| w.running) {
+                    self.start_drain("no worker left");
                 }
-                // The others must not serve on as if nothing happened:
-                // drain them, and let the exit status say it.
-                if failed && !self.draining {
-                    self.start_drain("worker failure");
-                }
-                // A worker that is gone will not answer SIGUSR1.
-                self.log_stats_if_complete();
             }
         }
     }
@@ -311,7 +388,9 @@ impl Coordinator {
         }
         let snapshots: Vec<Snapshot> = slots.iter().flatten().copied().collect();
         self.stats_asked = None;
-        log_stats(&snapshots, self.rejected);
+        // While serving, the numbers of the workers in place; those of a
+        // worker that died are in the totals at the end.
+        log_stats(&snapshots, &snapshots, self.rejected);
     }
 
     /// Waits for the threads of the workers that have reported their end
@@ -320,8 +399,8 @@ impl Coordinator {
     fn join_finished(&mut self) {
         // Reports that came after the last poll.
         self.read_reports();
-        for worker in &mut self.workers {
-            if worker.outcome.is_none() {
+        for worker in self.workers.iter_mut().chain(&mut self.retired) {
+            if worker.ended.is_none() {
                 continue;
             }
             if let Some(thread) = worker.thread.take()
@@ -334,18 +413,19 @@ impl Coordinator {
     }
 
     /// Adds up the workers' drain reports; logs the summary and the stats.
+    /// The totals count every worker, those that died and were replaced
+    /// included; the spread shows the workers in place at the end.
     fn final_report(&self) -> DrainReport {
         let mut total = DrainReport::default();
-        let mut snapshots = Vec::new();
-        for worker in &self.workers {
-            match &worker.outcome {
-                Some(Ok((report, snapshot))) => {
-                    total.add(report);
-                    snapshots.push(*snapshot);
+        let mut all = Vec::new();
+        for worker in self.retired.iter().chain(&self.workers) {
+            // None: left behind, counted below.
+            if let Some(exit) = &worker.ended {
+                total.add(&exit.report);
+                all.push(exit.snapshot);
+                if exit.failure.is_some() {
+                    total.workers_failed += 1;
                 }
-                Some(Err(_)) => total.workers_failed += 1,
-                // Left behind: counted below.
-                None => {}
             }
         }
         // Also when every worker had finished before the second signal.
@@ -355,16 +435,22 @@ impl Coordinator {
             total.abandoned += load as u64;
         }
         info!("{}", total.summary());
-        log_stats(&snapshots, self.rejected);
+        let in_place: Vec<Snapshot> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.ended.as_ref().map(|exit| exit.snapshot))
+            .collect();
+        log_stats(&all, &in_place, self.rejected);
         total
     }
 }
 
-/// The totals of all workers, then how evenly they shared the work.
-fn log_stats(snapshots: &[Snapshot], rejected: u64) {
-    let mut total = Snapshot::sum(snapshots);
+/// The totals of all workers, then how evenly the workers in place shared
+/// the work.
+fn log_stats(all: &[Snapshot], in_place: &[Snapshot], rejected: u64) {
+    let mut total = Snapshot::sum(all);
     // The coordinator's acceptor rejects; workers never do.
     total.totals.rejected += rejected;
     info!("stats: {total}");
-    info!("workers: {}", Spread::of(snapshots));
+    info!("workers: {}", Spread::of(in_place));
 }
