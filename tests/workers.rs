@@ -71,6 +71,44 @@ fn held_connections_are_spread_evenly() {
 }
 
 #[test]
+fn churning_clients_are_spread_evenly() {
+    // Clients that connect, echo one line and close, one after another:
+    // most of the time every worker serves none, so each choice is a tie.
+    // Ties must not all go to the same worker.
+    let server = Server::start(&["--workers", "4"]);
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let mut c = connect(addr);
+                    let line = test_line(t, i, 24);
+                    roundtrip(&mut c, &line, &line);
+                    // Our FIN first, then the server's: a clean close.
+                    half_close(&c);
+                    assert_eq!(read_end(&mut c), End::Eof);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let line = spread_line(&server);
+    let conns = per_worker(&line, "connections");
+    assert_eq!(conns.iter().sum::<u64>(), 400, "{line}");
+    // Busiest ÷ average: 1.00 is perfect; ties all to worker 0 gave 2.6.
+    let max = *conns.iter().max().unwrap() as f64;
+    assert!(max / 100.0 <= 1.3, "uneven: {line}");
+    // Held connections after the churn still come out level.
+    let held = server.connect_echoed(64);
+    let after = per_worker(&spread_line(&server), "connections");
+    let added: Vec<u64> = after.iter().zip(&conns).map(|(a, b)| a - b).collect();
+    assert_eq!(added, [16, 16, 16, 16], "{line}");
+    drop(held);
+}
+
+#[test]
 fn port_zero_gives_one_port_and_a_second_instance_is_refused() {
     let server = Server::start(&["--workers", "2"]);
     let mut clients: Vec<_> = (0..8).map(|_| server.connect()).collect();

@@ -40,6 +40,8 @@ pub(super) struct Coordinator {
     retired: Vec<Worker>,
     now: Instant,
     rejected: u64,
+    /// Where the next least-loaded scan starts: one past the last pick.
+    next_pick: usize,
     draining: bool,
     /// A second stop signal came during the drain.
     forced: bool,
@@ -73,6 +75,7 @@ impl Coordinator {
             retired: Vec::new(),
             now: Instant::now(),
             rejected: 0,
+            next_pick: 0,
             draining: false,
             forced: false,
             give_up_at: None,
@@ -186,20 +189,28 @@ impl Coordinator {
 
     /// Gives `stream` to the running worker with the fewest connections;
     /// gives it back if no worker is left to take it.
+    ///
+    /// Ties are common (with clients that come and go, every worker often
+    /// serves none), and `min_by_key` takes the first of equals: so the
+    /// scan starts one past the last worker picked, and ties go round the
+    /// workers in turn instead of all to the lowest index.
     fn hand_over(&mut self, stream: TcpStream, addr: SocketAddr) -> Result<(), TcpStream> {
         let mut message = ToWorker::Connection(stream, addr);
+        let count = self.workers.len();
         loop {
-            let Some(worker) = self
-                .workers
-                .iter_mut()
-                .filter(|w| w.running)
-                .min_by_key(|w| w.load())
+            let start = self.next_pick;
+            let Some(pick) = (0..count)
+                .map(|k| (start + k) % count)
+                .filter(|&i| self.workers[i].running)
+                .min_by_key(|&i| self.workers[i].load())
             else {
                 return match message {
                     ToWorker::Connection(stream, _) => Err(stream),
                     _ => Ok(()),
                 };
             };
+            self.next_pick = (pick + 1) % count;
+            let worker = &mut self.workers[pick];
             match worker.inbox.send(message) {
                 Ok(()) => {
                     worker.handed += 1;
