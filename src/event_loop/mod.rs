@@ -151,7 +151,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn with_listener(mut listener: TcpListener, config: Config, handler: H) -> io::Result<Self> {
-        fit_fd_limit(config.max_connections);
+        fit_fd_limit(config.max_connections, 1);
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;

@@ -150,7 +150,7 @@ where
         let Some(listener) = bound else {
             return Err(last_err);
         };
-        fit_fd_limit(config.max_connections);
+        fit_fd_limit(config.max_connections, count);
         let poll = Poll::new()?;
         let local_addr = listener.local_addr()?;
         let mut acceptor = Acceptor::new(Some(listener), config.max_connections);
