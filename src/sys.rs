@@ -1,9 +1,10 @@
-//! The only `unsafe` in the crate: three Linux calls that std does not wrap.
+//! The only `unsafe` in the crate: Linux calls that std does not wrap.
 //!
 //! - `SIOCOUTQ`: how many bytes of a TCP socket's output the peer has not yet
 //!   acknowledged. After `shutdown(Write)`, 0 means the peer holds every byte
 //!   and our FIN, so closing cannot lose anything.
 //! - `RLIMIT_NOFILE`: how many file descriptors (so connections) we may hold.
+//! - `pthread_sigmask`: keeps signals away from a worker thread of `--workers`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -47,6 +48,32 @@ pub fn set_nofile_soft_limit(soft: u64, hard: u64) -> io::Result<()> {
     // SAFETY: setrlimit only reads the rlimit struct we pass by reference.
     if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == -1 {
         return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Blocks `signals` in the calling thread (and in threads it starts from
+/// now on), so that the kernel delivers them to another thread.
+pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    // SAFETY: an all-zero sigset_t is a valid value to hand to sigemptyset,
+    // which initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigemptyset and sigaddset only write the set we own; sigaddset
+    // fails with EINVAL for a bad signal number, which we report.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &signal in signals {
+            if libc::sigaddset(&mut set, signal) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    // SAFETY: pthread_sigmask reads the set we pass and changes only this
+    // thread's mask; the old mask is not asked for (null is allowed).
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        // pthread_sigmask returns the error rather than setting errno.
+        return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(())
 }

@@ -191,6 +191,42 @@ fn workers_1_is_the_lone_loop_with_no_extra_thread() {
 }
 
 #[test]
+fn only_the_coordinator_takes_signals() {
+    // The stop signals and SIGUSR1 are blocked in every worker thread, so
+    // the kernel delivers them to the coordinator, which reads them; a
+    // worker's epoll_wait is never interrupted by one.
+    let server = Server::start(&["--workers", "2"]);
+    let mut c = server.connect();
+    roundtrip(&mut c, b"up\n", b"up\n");
+    // Bit n-1 for signal n: HUP 1, INT 2, QUIT 3, USR1 10, TERM 15.
+    let stop_and_usr1: u64 = [1, 2, 3, 10, 15].iter().map(|n| 1 << (n - 1)).sum();
+    let mut workers = 0;
+    for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+            .unwrap();
+        if name.starts_with("worker-") {
+            workers += 1;
+            assert_eq!(
+                blocked & stop_and_usr1,
+                stop_and_usr1,
+                "{name}: {blocked:x}"
+            );
+        } else {
+            assert_eq!(blocked & stop_and_usr1, 0, "{name}: {blocked:x}");
+        }
+    }
+    assert_eq!(workers, 2);
+    // And the signals still work: SIGUSR1 answers, SIGTERM drains.
+    spread_line(&server);
+}
+
+#[test]
 fn the_connection_cap_counts_every_worker() {
     let server = Server::start(&["--workers", "2", "--max-connections", "6"]);
     let mut served = server.connect_echoed(6);

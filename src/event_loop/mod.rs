@@ -76,7 +76,7 @@ pub(crate) use close::abort;
 use drain::Drain;
 pub use drain::DrainReport;
 pub(crate) use drain::read_signals;
-pub(crate) use mailbox::{Exit, FromWorker, Mailbox, ToWorker};
+pub(crate) use mailbox::{DoneCount, Exit, FromWorker, Mailbox, ToWorker};
 use read::Readiness;
 
 // Reserved tokens. Connection tokens carry a slab key in their low 32 bits

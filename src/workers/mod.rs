@@ -44,11 +44,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 
-use log::info;
+use log::{info, warn};
 use mio::{Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
@@ -57,12 +56,13 @@ use coordinator::Coordinator;
 
 use crate::config::Config;
 use crate::event_loop::{
-    Acceptor, DrainReport, Exit, FromWorker, MAILBOX, Mailbox, Server, ToWorker,
+    Acceptor, DoneCount, DrainReport, Exit, FromWorker, MAILBOX, Mailbox, Server, ToWorker,
 };
 use crate::fd_limit::fit_fd_limit;
 use crate::handler::Handler;
 use crate::listener;
 use crate::stats::Snapshot;
+use crate::sys;
 
 // The coordinator's tokens: it has only these three sources.
 const LISTENER: Token = Token(0);
@@ -78,7 +78,7 @@ struct Worker {
     /// Connections handed to it so far (written here only).
     handed: usize,
     /// Connections it is done with (written by the worker only).
-    done: Arc<AtomicUsize>,
+    done: Arc<DoneCount>,
     /// It has something new in its inbox: wake it once the batch is sent.
     to_wake: bool,
     /// Its loop is still running.
@@ -95,8 +95,7 @@ type Spawn = Box<dyn Fn(usize, usize) -> io::Result<Worker>>;
 impl Worker {
     /// Connections it is serving now (or has still to take from its inbox).
     fn load(&self) -> usize {
-        self.handed
-            .saturating_sub(self.done.load(Ordering::Relaxed))
+        self.handed.saturating_sub(self.done.get())
     }
 }
 
@@ -239,7 +238,7 @@ where
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), MAILBOX)?);
     let (inbox_sender, inbox) = mpsc::channel();
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(DoneCount::default());
     let mailbox = Mailbox {
         index,
         inbox,
@@ -256,6 +255,14 @@ where
         n => format!("worker-{index}.{n}"),
     };
     let thread = std::thread::Builder::new().name(name).spawn(move || {
+        // Only the coordinator reads the signals. Blocked here, the kernel
+        // never picks this thread to deliver one, so signal-hook's handler
+        // never runs on it and its epoll_wait is never interrupted (EINTR).
+        // A signal that lands before this line does no harm: the handler
+        // writes to the coordinator's socketpair from any thread.
+        if let Err(e) = sys::block_signals(&[SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1]) {
+            warn!("cannot block signals in a worker thread: {e}");
+        }
         let outbox = mailbox.outbox.clone();
         let coordinator = mailbox.coordinator.clone();
         // A panic must not take the process down with the connections of
