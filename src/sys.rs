@@ -5,6 +5,8 @@
 //!   and our FIN, so closing cannot lose anything.
 //! - `RLIMIT_NOFILE`: how many file descriptors (so connections) we may hold.
 //! - `pthread_sigmask`: keeps signals away from a worker thread of `--workers`.
+//! - `TCP_INFO`: the send window and MSS of a connection, for the log line
+//!   of a connection the drain cuts off.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -76,4 +78,46 @@ pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(())
+}
+
+/// What `TCP_INFO` says about the sending side of a TCP socket.
+#[derive(Clone, Copy, Debug)]
+pub struct SendState {
+    /// The peer's receive window, as last advertised (`tcpi_snd_wnd`), in
+    /// bytes; `None` on kernels older than 5.4, which do not report it.
+    pub window: Option<u32>,
+    /// The largest segment we send (`tcpi_snd_mss`), in bytes.
+    pub mss: u32,
+    /// Segments sent and not yet acknowledged (`tcpi_unacked`).
+    pub unacked_segments: u32,
+}
+
+/// `TCP_INFO` for `socket`: see [`SendState`].
+pub fn send_state(socket: &impl AsRawFd) -> io::Result<SendState> {
+    // SAFETY: tcp_info is plain integers, for which all-zero is valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is
+    // live, writable and that large, and stores in `len` how many it wrote;
+    // a bad fd only makes the call fail.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // An older kernel fills a shorter struct; what it did not write is
+    // still zero, which for the window would read as "closed".
+    let window_end = std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + 4;
+    Ok(SendState {
+        window: (len as usize >= window_end).then_some(info.tcpi_snd_wnd),
+        mss: info.tcpi_snd_mss,
+        unacked_segments: info.tcpi_unacked,
+    })
 }
