@@ -8,6 +8,9 @@
 //! registered under the token `MAILBOX`), so the worker sleeps in
 //! `epoll_wait` like any loop and reads its mail as one more event.
 //!
+//! When the worker's loop ends, it hands the inbox itself back (`Exit`), so
+//! clients it was sent but never opened are not lost with it.
+//!
 //! Nothing here is on the path of a message: the channel carries one item
 //! per connection and per signal, never per line.
 
@@ -28,7 +31,9 @@ use crate::stats::Snapshot;
 
 /// From the coordinator to one worker.
 pub(crate) enum ToWorker {
-    /// A client the coordinator accepted: this worker's for good.
+    /// A client the coordinator accepted: this worker's for good once it
+    /// opens it. (If the worker dies first, the coordinator gets it back
+    /// with the inbox: see `Exit`.)
     Connection(TcpStream, SocketAddr),
     /// A stop signal: drain, under the one deadline computed for everyone.
     Drain {

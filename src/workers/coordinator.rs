@@ -1,7 +1,9 @@
 //! The coordinator of `--workers`: its own small loop over the listener,
 //! the signals and the workers' reports. It accepts and hands each client to
-//! the least-loaded worker, sends the drain (one deadline for all) and the
-//! second signal, collects SIGUSR1's numbers, and adds up the reports when
+//! the least-loaded worker (ties in turn), sends the drain (one deadline for
+//! all) and the second signal, leaves behind a worker stuck past that
+//! deadline, replaces a worker that died and re-homes the clients waiting
+//! in its inbox, collects SIGUSR1's numbers, and adds up the reports when
 //! every worker has finished. See `mod.rs` for the design.
 
 use std::io;

@@ -27,11 +27,18 @@
 //! Seastar, memcached and Redis 8's I/O threads hand connections over the
 //! same way.
 //!
-//! Signals: the first stop signal closes the listener and sends every worker
-//! the drain with one deadline, computed here once; a second one cuts every
-//! worker off. SIGUSR1 asks every worker for its numbers and logs the totals
-//! and the spread. A worker that panics (or whose poll fails) does not hang
-//! the process: the others are drained, and `run` reports the failure.
+//! Signals: only this thread takes them (each worker blocks them). The first
+//! stop signal closes the listener and sends every worker the drain with one
+//! deadline, computed here once; a second one cuts every worker off. The
+//! coordinator keeps that deadline itself: a worker that has not finished
+//! `STUCK_GRACE` after it (or after a second signal) is named in the log and
+//! left behind, and `run` returns. SIGUSR1 asks every worker for its numbers
+//! and logs the totals and the spread.
+//!
+//! A worker that panics (or whose poll fails) resets the connections it
+//! held, hands back the clients still waiting in its inbox, which go to the
+//! live workers, and is replaced by a fresh worker; the process serves on,
+//! and the final report counts the failure (exit status 4).
 //!
 //! `--workers 1` does not come here at all: the lone loop serves the
 //! listener and the signals itself, with no extra thread.
