@@ -12,8 +12,8 @@
 //! memory; simple enough to learn multiplexed I/O from.
 //!
 //! Non-goals: threads that share connections or state (each worker of
-//! [`Workers`] is a whole loop of its own, and a connection never moves
-//! between workers), TLS, UDP, platforms other than Linux
+//! [`Workers`] is a whole loop of its own, and a connection a worker has
+//! opened never moves to another), TLS, UDP, platforms other than Linux
 //! (the loop itself is portable mio; the lingering close and fd-limit code
 //! use Linux calls), and being a general-purpose framework.
 //!

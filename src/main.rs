@@ -7,8 +7,13 @@
 //! Exit status: 0 after a complete drain; 1 for a fatal start-up error (for
 //! example, the address is in use) or a failure of the loop at run time; 2
 //! for a bad command line; 3 when the drain deadline or a second signal cut
-//! off connections with output undelivered; 4 when, with `--workers`, a
-//! worker panicked or its loop failed (the other workers drained).
+//! off connections with output undelivered, or when, with `--workers`, a
+//! worker stuck past the deadline was left behind; 4 when, with `--workers`,
+//! a worker panicked or its loop failed (it was replaced, and the process
+//! served on until it was stopped).
+//!
+//! A stuck worker's thread is still running when `run` returns: returning
+//! from `main` ends the process, and that thread with it.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -26,9 +31,10 @@ use simple_logger::SimpleLogger;
 
 /// Fatal error while starting (address in use, ...).
 const EXIT_START_FAILED: u8 = 1;
-/// The drain ended with connections cut off (deadline or second signal).
+/// The drain ended with connections cut off (deadline or second signal), or
+/// a worker was left behind, stuck.
 const EXIT_DRAIN_INCOMPLETE: u8 = 3;
-/// With `--workers`: a worker panicked or its loop failed; the others drained.
+/// With `--workers`: a worker panicked or its loop failed; it was replaced.
 const EXIT_WORKER_FAILED: u8 = 4;
 /// More threads than any machine this runs on has cores.
 const MAX_WORKERS: usize = 1024;
@@ -41,7 +47,7 @@ const MAX_WORKERS: usize = 1024;
 ///
 /// Exit status: 0 complete drain, 1 start-up error (or the loop failed),
 /// 2 bad command line, 3 drain cut short (deadline or second signal),
-/// 4 a worker failed (the others drained).
+/// 4 a worker failed (it was replaced).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {

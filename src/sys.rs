@@ -1,9 +1,12 @@
-//! The only `unsafe` in the crate: three Linux calls that std does not wrap.
+//! The only `unsafe` in the crate: Linux calls that std does not wrap.
 //!
 //! - `SIOCOUTQ`: how many bytes of a TCP socket's output the peer has not yet
 //!   acknowledged. After `shutdown(Write)`, 0 means the peer holds every byte
 //!   and our FIN, so closing cannot lose anything.
 //! - `RLIMIT_NOFILE`: how many file descriptors (so connections) we may hold.
+//! - `pthread_sigmask`: keeps signals away from a worker thread of `--workers`.
+//! - `TCP_INFO`: the send window and MSS of a connection, for the log line
+//!   of a connection the drain cuts off.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -49,4 +52,72 @@ pub fn set_nofile_soft_limit(soft: u64, hard: u64) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Blocks `signals` in the calling thread (and in threads it starts from
+/// now on), so that the kernel delivers them to another thread.
+pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
+    // SAFETY: an all-zero sigset_t is a valid value to hand to sigemptyset,
+    // which initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sigemptyset and sigaddset only write the set we own; sigaddset
+    // fails with EINVAL for a bad signal number, which we report.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for &signal in signals {
+            if libc::sigaddset(&mut set, signal) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    // SAFETY: pthread_sigmask reads the set we pass and changes only this
+    // thread's mask; the old mask is not asked for (null is allowed).
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        // pthread_sigmask returns the error rather than setting errno.
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// What `TCP_INFO` says about the sending side of a TCP socket.
+#[derive(Clone, Copy, Debug)]
+pub struct SendState {
+    /// The peer's receive window, as last advertised (`tcpi_snd_wnd`), in
+    /// bytes; `None` on kernels older than 5.4, which do not report it.
+    pub window: Option<u32>,
+    /// The largest segment we send (`tcpi_snd_mss`), in bytes.
+    pub mss: u32,
+    /// Segments sent and not yet acknowledged (`tcpi_unacked`).
+    pub unacked_segments: u32,
+}
+
+/// `TCP_INFO` for `socket`: see [`SendState`].
+pub fn send_state(socket: &impl AsRawFd) -> io::Result<SendState> {
+    // SAFETY: tcp_info is plain integers, for which all-zero is valid.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, which is
+    // live, writable and that large, and stores in `len` how many it wrote;
+    // a bad fd only makes the call fail.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // An older kernel fills a shorter struct; what it did not write is
+    // still zero, which for the window would read as "closed".
+    let window_end = std::mem::offset_of!(libc::tcp_info, tcpi_snd_wnd) + 4;
+    Ok(SendState {
+        window: (len as usize >= window_end).then_some(info.tcpi_snd_wnd),
+        mss: info.tcpi_snd_mss,
+        unacked_segments: info.tcpi_unacked,
+    })
 }

@@ -304,6 +304,30 @@ fn cut_off_connections_are_reset_and_finished_ones_get_fin() {
             "{}",
             server.log()
         );
+        // With the socket's send window and MSS from TCP_INFO: this client
+        // stopped reading, so its window is shut.
+        let log = server.log();
+        let line = log.lines().find(|l| l.contains(" cut off: ")).unwrap();
+        assert!(line.contains(" bytes unsent, "), "{line}");
+        assert!(
+            line.contains(" sent but not acknowledged; TCP_INFO: "),
+            "{line}"
+        );
+        assert!(
+            line.contains("; TCP_INFO: send window 0 B, MSS ")
+                && line.contains(" segments in flight: the peer is not reading"),
+            "{line}"
+        );
+        let mss: u32 = line
+            .split("MSS ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(mss > 0, "{line}");
         let (echoed, end) = read_until_end(&mut stuck);
         assert_eq!(
             end,

@@ -229,3 +229,55 @@ fn a_burst_of_connects_while_the_loop_is_busy_fits_in_the_backlog() {
         roundtrip(&mut c, &line, &line);
     }
 }
+
+#[test]
+fn the_fd_warning_counts_every_worker_and_its_number_fits() {
+    // Own descriptors measured here (/proc/PID/fd, idle; the test runner
+    // may pass on a few of its own): about 10 for the lone loop, 43 with
+    // 16 workers, 139 with 64. Each worker has an epoll fd and a waker.
+    // The warning's number of connections must really fit under the limit.
+    const LIMIT: u64 = 400;
+    for workers in ["1", "16", "64"] {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {LIMIT} && exec \"$0\" \"$@\""))
+            .arg(BIN)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--max-connections",
+                "10000",
+                "--workers",
+                workers,
+            ]);
+        let server = Server::spawn(cmd);
+        // Once a client is served, every worker has started.
+        let mut first = server.connect();
+        roundtrip(&mut first, b"first\n", b"first\n");
+        let own = server.open_fds() as u64 - 1;
+        let log = server.log();
+        let at = log
+            .find("at most about ")
+            .unwrap_or_else(|| panic!("no warning with --workers {workers}:\n{log}"))
+            + "at most about ".len();
+        let fit: u64 = log[at..].split(' ').next().unwrap().parse().unwrap();
+        assert!(
+            fit <= LIMIT - own,
+            "--workers {workers}: {own} own fds, yet {fit} connections promised under {LIMIT}"
+        );
+        assert!(
+            fit + 16 >= LIMIT - own,
+            "--workers {workers}: {own} own fds, only {fit} connections promised under {LIMIT}"
+        );
+        // And they are served, every one.
+        let mut clients: Vec<TcpStream> = (1..fit).map(|_| server.connect()).collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            let line = test_line(i, 0, 16);
+            c.write_all(&line).unwrap();
+            match read_end(c) {
+                End::Data(d) if d == line => {}
+                other => panic!("--workers {workers}: client {i} of {fit}: {other:?}"),
+            }
+        }
+    }
+}

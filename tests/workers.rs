@@ -71,6 +71,44 @@ fn held_connections_are_spread_evenly() {
 }
 
 #[test]
+fn churning_clients_are_spread_evenly() {
+    // Clients that connect, echo one line and close, one after another:
+    // most of the time every worker serves none, so each choice is a tie.
+    // Ties must not all go to the same worker.
+    let server = Server::start(&["--workers", "4"]);
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    let mut c = connect(addr);
+                    let line = test_line(t, i, 24);
+                    roundtrip(&mut c, &line, &line);
+                    // Our FIN first, then the server's: a clean close.
+                    half_close(&c);
+                    assert_eq!(read_end(&mut c), End::Eof);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let line = spread_line(&server);
+    let conns = per_worker(&line, "connections");
+    assert_eq!(conns.iter().sum::<u64>(), 400, "{line}");
+    // Busiest ÷ average: 1.00 is perfect; ties all to worker 0 gave 2.6.
+    let max = *conns.iter().max().unwrap() as f64;
+    assert!(max / 100.0 <= 1.3, "uneven: {line}");
+    // Held connections after the churn still come out level.
+    let held = server.connect_echoed(64);
+    let after = per_worker(&spread_line(&server), "connections");
+    let added: Vec<u64> = after.iter().zip(&conns).map(|(a, b)| a - b).collect();
+    assert_eq!(added, [16, 16, 16, 16], "{line}");
+    drop(held);
+}
+
+#[test]
 fn port_zero_gives_one_port_and_a_second_instance_is_refused() {
     let server = Server::start(&["--workers", "2"]);
     let mut clients: Vec<_> = (0..8).map(|_| server.connect()).collect();
@@ -150,6 +188,42 @@ fn workers_1_is_the_lone_loop_with_no_extra_thread() {
     roundtrip(&mut c, b"two\n", b"two\n");
     // The coordinator and two workers.
     assert_eq!(two.proc_status("Threads"), 3);
+}
+
+#[test]
+fn only_the_coordinator_takes_signals() {
+    // The stop signals and SIGUSR1 are blocked in every worker thread, so
+    // the kernel delivers them to the coordinator, which reads them; a
+    // worker's epoll_wait is never interrupted by one.
+    let server = Server::start(&["--workers", "2"]);
+    let mut c = server.connect();
+    roundtrip(&mut c, b"up\n", b"up\n");
+    // Bit n-1 for signal n: HUP 1, INT 2, QUIT 3, USR1 10, TERM 15.
+    let stop_and_usr1: u64 = [1, 2, 3, 10, 15].iter().map(|n| 1 << (n - 1)).sum();
+    let mut workers = 0;
+    for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let blocked = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigBlk:"))
+            .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+            .unwrap();
+        if name.starts_with("worker-") {
+            workers += 1;
+            assert_eq!(
+                blocked & stop_and_usr1,
+                stop_and_usr1,
+                "{name}: {blocked:x}"
+            );
+        } else {
+            assert_eq!(blocked & stop_and_usr1, 0, "{name}: {blocked:x}");
+        }
+    }
+    assert_eq!(workers, 2);
+    // And the signals still work: SIGUSR1 answers, SIGTERM drains.
+    spread_line(&server);
 }
 
 #[test]

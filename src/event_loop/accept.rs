@@ -222,8 +222,12 @@ impl<H: Handler> Server<H> {
 
     /// Serves a connection accepted here or handed over by the coordinator
     /// of `--workers`: registers it with this loop's poll, once, for good.
-    /// Returns whether it is now served.
-    pub(super) fn open_connection(&mut self, mut stream: TcpStream, addr: SocketAddr) -> bool {
+    /// Returns its id if it is now served.
+    pub(super) fn open_connection(
+        &mut self,
+        mut stream: TcpStream,
+        addr: SocketAddr,
+    ) -> Option<ConnId> {
         // Replies are small: without TCP_NODELAY, Nagle's algorithm holds
         // one back until the previous is acknowledged, and a client's delayed
         // ACK makes that up to 40 ms.
@@ -242,7 +246,7 @@ impl<H: Handler> Server<H> {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             warn!("cannot register the connection from {addr}: {e}");
-            return false;
+            return None;
         }
         let input = FrameAssembler::new(self.config.framing, self.config.max_frame);
         entry.insert(Connection::new(stream, id, input, self.now));
@@ -253,7 +257,7 @@ impl<H: Handler> Server<H> {
         }
         self.handler
             .on_open(&mut Context::new(&mut self.conns, &mut self.outgoing), id);
-        true
+        Some(id)
     }
 }
 

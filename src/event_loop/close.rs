@@ -12,7 +12,7 @@ use std::io;
 use std::net::Shutdown;
 use std::time::Duration;
 
-use log::debug;
+use log::{debug, warn};
 use mio::net::TcpStream;
 
 use super::{CLOSE_TIMEOUT, Server};
@@ -37,7 +37,7 @@ pub(super) enum Ending {
 /// Used when we give up on a connection that is still owed output: a FIN
 /// after a truncated echo would tell the client that the stream ended
 /// normally, which is a lie; RST tells it that the server gave up on it.
-fn abort(stream: &TcpStream) {
+pub(crate) fn abort(stream: &TcpStream) {
     if let Err(e) = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
         debug!("SO_LINGER for an abortive close: {e}");
     }
@@ -154,5 +154,35 @@ impl<H: Handler> Server<H> {
         self.wake_waiters(waiters);
         self.handler
             .on_close(&mut Context::new(&mut self.conns, &mut self.outgoing), id);
+    }
+
+    /// After this worker's loop panicked (or its poll failed): resets every
+    /// connection it holds, and counts them in `reset_after_panic`.
+    ///
+    /// Every one is reset, not only those with output waiting here: the
+    /// connection whose frame was being handled has no output queued (its
+    /// reply was never made), the frames after it in the same read are gone,
+    /// and the handler's state for all of them is lost. A FIN would tell each
+    /// client that the server finished with it; RST says that it gave up.
+    ///
+    /// The panic may have left this server half way through a change (a
+    /// frame half handled, a connection half closed), so this does as little
+    /// as it can, and relies on nothing but the slab itself, whose own
+    /// structure a panic cannot break (safe Rust: unwinding leaves memory
+    /// valid, only our invariants may be off). It calls no handler, writes
+    /// nothing, touches no timer and no epoll registration: it sets
+    /// `SO_LINGER` to zero on each socket and closes it (closing also takes
+    /// it out of the poll).
+    pub(crate) fn abandon(&mut self) {
+        let conns = std::mem::take(&mut self.conns);
+        let n = conns.len() as u64;
+        for (_, conn) in conns {
+            abort(&conn.stream);
+        }
+        self.stats.closed += n;
+        self.report.reset_after_panic += n;
+        if n > 0 {
+            warn!("reset the {n} connections this worker held: it can no longer serve them");
+        }
     }
 }

@@ -44,15 +44,27 @@ pub struct DrainReport {
     pub failed: u64,
     /// The drain was ended early by a second signal.
     pub forced: bool,
-    /// With `--workers`: workers that panicked or whose loop failed (their
-    /// connections are not counted above).
+    /// With `--workers`: workers that panicked or whose loop failed. Each
+    /// was replaced while the process served on; its connections are
+    /// counted in `reset_after_panic`.
     pub workers_failed: usize,
+    /// With `--workers`: connections of a worker that panicked or whose loop
+    /// failed, reset when it died (at any time, not only in a drain).
+    pub reset_after_panic: u64,
+    /// With `--workers`: workers that had not finished the drain at its
+    /// deadline plus a grace (or a grace after a second signal), and were
+    /// left behind when the process exited.
+    pub workers_stuck: usize,
+    /// Connections of those stuck workers: closed by the kernel when the
+    /// process exits, whatever they were owed.
+    pub abandoned: u64,
 }
 
 impl DrainReport {
-    /// Whether every connection got everything it was owed.
+    /// Whether every connection got everything it was owed: nothing was
+    /// cut off, and no worker was left behind.
     pub fn is_complete(&self) -> bool {
-        self.cut_off == 0
+        self.cut_off == 0 && self.workers_stuck == 0
     }
 
     /// Adds up the reports of several loops.
@@ -62,11 +74,15 @@ impl DrainReport {
         self.failed += other.failed;
         self.forced |= other.forced;
         self.workers_failed += other.workers_failed;
+        self.reset_after_panic += other.reset_after_panic;
+        self.workers_stuck += other.workers_stuck;
+        self.abandoned += other.abandoned;
     }
 
-    /// The summary line at the end of a drain.
+    /// The summary line at the end of a drain. The counters that only
+    /// `--workers` can have are named only when they are not zero.
     pub(crate) fn summary(&self) -> String {
-        format!(
+        let mut line = format!(
             "drain {}: {} connections closed cleanly, {} cut off, {} failed",
             if self.is_complete() {
                 "complete"
@@ -76,7 +92,16 @@ impl DrainReport {
             self.closed_cleanly,
             self.cut_off,
             self.failed
-        )
+        );
+        if self.reset_after_panic > 0 {
+            line += &format!(", {} reset after a worker panic", self.reset_after_panic);
+        }
+        match self.workers_stuck {
+            0 => {}
+            1 => line += &format!(", {} abandoned on a stuck worker", self.abandoned),
+            n => line += &format!(", {} abandoned on {n} stuck workers", self.abandoned),
+        }
+        line
     }
 }
 
@@ -173,9 +198,10 @@ impl<H: Handler> Server<H> {
                     .map_or_else(|_| "?".to_string(), |a| a.to_string());
                 let unacked = sys::unacked_bytes(&conn.stream).unwrap_or(0);
                 info!(
-                    "{id} from {peer} cut off: {}, {} bytes unsent, {unacked} sent but not acknowledged",
+                    "{id} from {peer} cut off: {}, {} bytes unsent, {unacked} sent but not acknowledged{}",
                     conn.state,
-                    conn.output.len()
+                    conn.output.len(),
+                    tcp_send_state(&conn.stream)
                 );
             }
             self.destroy(id, Ending::CutOff);
@@ -193,5 +219,65 @@ impl<H: Handler> Server<H> {
         } else {
             Level::Info
         }
+    }
+}
+
+/// The end of a cut-off connection's log line: the peer's receive window
+/// and our MSS from `TCP_INFO`, and what they mean when the window is the
+/// reason the output could not be delivered. A window of 0 is a peer that
+/// stopped reading. A window above 0 but below the MSS is a peer that
+/// reads, yet whose kernel offers less than one full segment: the sender
+/// then waits for the persist timer (about 200 ms) before each segment,
+/// a few KiB/s (a receiver that set a small `SO_RCVBUF` before connecting
+/// can end up there; see `docs/shutdown.md`).
+fn tcp_send_state(stream: &mio::net::TcpStream) -> String {
+    sys::send_state(stream).map_or_else(|_| String::new(), |state| describe_send_state(&state))
+}
+
+fn describe_send_state(state: &sys::SendState) -> String {
+    let mss = state.mss;
+    let in_flight = state.unacked_segments;
+    match state.window {
+        None => format!("; TCP_INFO: MSS {mss} B, {in_flight} segments in flight"),
+        Some(0) => format!(
+            "; TCP_INFO: send window 0 B, MSS {mss} B, {in_flight} segments in flight: \
+             the peer is not reading"
+        ),
+        Some(window) if window < mss => format!(
+            "; TCP_INFO: send window {window} B, MSS {mss} B, {in_flight} segments in flight: \
+             the window is below the MSS, so each segment waits for the persist timer"
+        ),
+        Some(window) => format!(
+            "; TCP_INFO: send window {window} B, MSS {mss} B, {in_flight} segments in flight"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_off_line_names_a_shut_window_and_one_below_the_mss() {
+        let state = |window, mss| sys::SendState {
+            window,
+            mss,
+            unacked_segments: 1,
+        };
+        // The throttled state of docs/reliability.md: 1952 offered, 2048 MSS.
+        assert_eq!(
+            describe_send_state(&state(Some(1952), 2048)),
+            "; TCP_INFO: send window 1952 B, MSS 2048 B, 1 segments in flight: \
+             the window is below the MSS, so each segment waits for the persist timer"
+        );
+        assert!(describe_send_state(&state(Some(0), 2048)).ends_with(": the peer is not reading"));
+        assert_eq!(
+            describe_send_state(&state(Some(65536), 2048)),
+            "; TCP_INFO: send window 65536 B, MSS 2048 B, 1 segments in flight"
+        );
+        assert_eq!(
+            describe_send_state(&state(None, 2048)),
+            "; TCP_INFO: MSS 2048 B, 1 segments in flight"
+        );
     }
 }

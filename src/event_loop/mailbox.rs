@@ -8,6 +8,9 @@
 //! registered under the token `MAILBOX`), so the worker sleeps in
 //! `epoll_wait` like any loop and reads its mail as one more event.
 //!
+//! When the worker's loop ends, it hands the inbox itself back (`Exit`), so
+//! clients it was sent but never opened are not lost with it.
+//!
 //! Nothing here is on the path of a message: the channel carries one item
 //! per connection and per signal, never per line.
 
@@ -22,12 +25,15 @@ use mio::Waker;
 use mio::net::TcpStream;
 
 use super::{DrainReport, Server};
+use crate::connection::CloseReason;
 use crate::handler::Handler;
 use crate::stats::Snapshot;
 
 /// From the coordinator to one worker.
 pub(crate) enum ToWorker {
-    /// A client the coordinator accepted: this worker's for good.
+    /// A client the coordinator accepted: this worker's for good once it
+    /// opens it. (If the worker dies first, the coordinator gets it back
+    /// with the inbox: see `Exit`.)
     Connection(TcpStream, SocketAddr),
     /// A stop signal: drain, under the one deadline computed for everyone.
     Drain {
@@ -44,9 +50,26 @@ pub(crate) enum ToWorker {
 pub(crate) enum FromWorker {
     /// The answer to `ToWorker::Stats`.
     Stats(usize, Snapshot),
-    /// The worker's loop has ended: its drain report and last numbers, or
-    /// why it failed (a panic, or an error from `poll`).
-    Exited(usize, Result<(DrainReport, Snapshot), String>),
+    /// The worker's loop has ended, by finishing its drain or by failing.
+    /// Its last message.
+    Exited(usize, Exit),
+}
+
+/// How a worker's loop ended.
+pub(crate) struct Exit {
+    /// Its drain's counters; after a failure, what it counted until then,
+    /// plus the connections it reset (`reset_after_panic`).
+    pub report: DrainReport,
+    /// Its last numbers.
+    pub snapshot: Snapshot,
+    /// Why it failed (a panic, or an error from `poll`); `None` when it
+    /// finished its drain.
+    pub failure: Option<String>,
+    /// Its inbox, handed back: connections the coordinator sent it that it
+    /// never opened are still in it, for the coordinator to give to a
+    /// worker that is alive. (The coordinator keeps the sending end, so
+    /// nothing sent before it reads this message can be lost.)
+    pub inbox: Option<Receiver<ToWorker>>,
 }
 
 /// The worker's end of the mailbox.
@@ -59,7 +82,31 @@ pub(crate) struct Mailbox {
     /// Connections this worker is done with (closed, or never opened). The
     /// coordinator counts what it handed over, so their difference is this
     /// worker's load. Written by this worker only, once per connection.
-    pub done: Arc<AtomicUsize>,
+    pub done: Arc<DoneCount>,
+}
+
+/// A worker's count of the connections it is done with: written by the
+/// worker, read by the coordinator. Each sits alone on its own cache lines,
+/// so that one worker's writes do not take the line away from the counters
+/// of the others (false sharing): allocated one after another, the bare
+/// 8-byte counters would share a 64-byte line. 128 rather than 64 because
+/// x86's spatial prefetcher fetches lines in pairs (crossbeam's
+/// `CachePadded` uses 128 on x86-64 and aarch64 for the same reason); a
+/// few hundred bytes for a handful of workers.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct DoneCount(AtomicUsize);
+
+impl DoneCount {
+    /// One more connection done (the worker only).
+    pub(crate) fn add_one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections done so far (the coordinator).
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl Mailbox {
@@ -97,11 +144,16 @@ impl<H: Handler> Server<H> {
                 }
             };
             match message {
-                ToWorker::Connection(stream, addr) => {
-                    if !self.open_connection(stream, addr) {
-                        self.count_done();
+                ToWorker::Connection(stream, addr) => match self.open_connection(stream, addr) {
+                    None => self.count_done(),
+                    // Handed over during the drain (it waited in the inbox
+                    // of a worker that died): it is drained like the rest.
+                    Some(id) if self.drain.is_some() => {
+                        self.begin_close(id, CloseReason::Drain);
+                        self.settle(id);
                     }
-                }
+                    Some(_) => {}
+                },
                 ToWorker::Drain { signal, deadline } => self.start_drain(signal, deadline),
                 ToWorker::Force => self.force_drain(),
                 ToWorker::Stats => {
@@ -114,10 +166,45 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// How this worker ended, for the coordinator: its counters, its last
+    /// numbers and its inbox. `failure` says why the loop failed, if it did;
+    /// then `abandon` has already reset its connections.
+    pub(crate) fn worker_exit(mut self, failure: Option<String>) -> Exit {
+        Exit {
+            report: self.report,
+            snapshot: self.snapshot(),
+            failure,
+            inbox: self.mailbox.take().map(|mailbox| mailbox.inbox),
+        }
+    }
+
     /// Tells the coordinator that one connection of this worker is gone.
     pub(super) fn count_done(&self) {
         if let Some(mailbox) = &self.mailbox {
-            mailbox.done.fetch_add(1, Ordering::Relaxed);
+            mailbox.done.add_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_done_count_has_its_cache_lines_to_itself() {
+        // As the coordinator makes them, one per worker, one after another.
+        let counts: Vec<Arc<DoneCount>> = (0..8).map(|_| Arc::default()).collect();
+        let lines: Vec<usize> = counts
+            .iter()
+            .map(|c| {
+                let at = Arc::as_ptr(c) as usize;
+                assert_eq!(at % 128, 0, "not at the start of a line pair");
+                at / 128
+            })
+            .collect();
+        for (i, a) in lines.iter().enumerate() {
+            assert!(!lines[i + 1..].contains(a), "two counts share a line");
+        }
+        assert_eq!(std::mem::size_of::<DoneCount>(), 128);
     }
 }

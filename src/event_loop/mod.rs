@@ -68,14 +68,15 @@ use crate::fd_limit::fit_fd_limit;
 use crate::handler::{Handler, Outgoing};
 use crate::io_util::interrupted;
 use crate::listener;
-use crate::stats::{Snapshot, Stats};
+use crate::stats::Stats;
 use crate::timers::Timers;
 
 pub(crate) use accept::Acceptor;
+pub(crate) use close::abort;
 use drain::Drain;
 pub use drain::DrainReport;
 pub(crate) use drain::read_signals;
-pub(crate) use mailbox::{FromWorker, Mailbox, ToWorker};
+pub(crate) use mailbox::{DoneCount, Exit, FromWorker, Mailbox, ToWorker};
 use read::Readiness;
 
 // Reserved tokens. Connection tokens carry a slab key in their low 32 bits
@@ -150,7 +151,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn with_listener(mut listener: TcpListener, config: Config, handler: H) -> io::Result<Self> {
-        fit_fd_limit(config.max_connections);
+        fit_fd_limit(config.max_connections, 1);
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -216,11 +217,11 @@ impl<H: Handler> Server<H> {
         Ok(report)
     }
 
-    /// A worker's `run`: its report and its last numbers, for the
-    /// coordinator to add up.
-    pub(crate) fn run_worker(mut self) -> io::Result<(DrainReport, Snapshot)> {
-        let report = self.serve()?;
-        Ok((report, self.snapshot()))
+    /// A worker's `run`: serves until its drain ends. It borrows the
+    /// server, so that the worker's thread still has it if this panics:
+    /// see `abandon` and `worker_exit`.
+    pub(crate) fn run_worker(&mut self) -> io::Result<()> {
+        self.serve().map(|_| ())
     }
 
     /// The loop itself.

@@ -1,7 +1,9 @@
 //! The coordinator of `--workers`: its own small loop over the listener,
 //! the signals and the workers' reports. It accepts and hands each client to
-//! the least-loaded worker, sends the drain (one deadline for all) and the
-//! second signal, collects SIGUSR1's numbers, and adds up the reports when
+//! the least-loaded worker (ties in turn), sends the drain (one deadline for
+//! all) and the second signal, leaves behind a worker stuck past that
+//! deadline, replaces a worker that died and re-homes the clients waiting
+//! in its inbox, collects SIGUSR1's numbers, and adds up the reports when
 //! every worker has finished. See `mod.rs` for the design.
 
 use std::io;
@@ -14,8 +16,15 @@ use mio::net::TcpStream;
 use mio::{Events, Poll};
 use signal_hook_mio::v1_0::Signals;
 
-use super::{LISTENER, REPORTS, SIGNALS, Worker};
-use crate::event_loop::{Acceptor, DrainReport, FromWorker, ToWorker, read_signals};
+use super::{LISTENER, REPORTS, SIGNALS, Spawn, Worker};
+
+/// How long the coordinator waits for the workers past the drain's deadline
+/// (or past a second stop signal) before it gives up on those still running.
+/// A healthy worker cuts its connections off within one turn of its loop at
+/// the deadline; one that has not reported a second later is stuck (in a
+/// handler that never returns, say), and the process exits without it.
+pub(super) const STUCK_GRACE: Duration = Duration::from_secs(1);
+use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, ToWorker, abort, read_signals};
 use crate::io_util::interrupted;
 use crate::stats::{Snapshot, Spread};
 
@@ -27,9 +36,22 @@ pub(super) struct Coordinator {
     drain_timeout: Duration,
     reports: Receiver<FromWorker>,
     workers: Vec<Worker>,
+    /// Starts a worker in the place of one that died.
+    spawn: Spawn,
+    /// Workers that died and were replaced: their counters still count.
+    retired: Vec<Worker>,
     now: Instant,
     rejected: u64,
+    /// Where the next least-loaded scan starts: one past the last pick.
+    next_pick: usize,
     draining: bool,
+    /// A second stop signal came during the drain.
+    forced: bool,
+    /// When the coordinator stops waiting for workers: the drain's deadline
+    /// plus `STUCK_GRACE`, or a second signal plus `STUCK_GRACE`.
+    give_up_at: Option<Instant>,
+    /// Workers left behind at `give_up_at`, and their connections.
+    stuck: Vec<(usize, usize)>,
     /// SIGUSR1's answers so far, one slot per worker.
     stats_asked: Option<Vec<Option<Snapshot>>>,
 }
@@ -42,6 +64,7 @@ impl Coordinator {
         drain_timeout: Duration,
         reports: Receiver<FromWorker>,
         workers: Vec<Worker>,
+        spawn: Spawn,
     ) -> Self {
         Coordinator {
             poll,
@@ -50,9 +73,15 @@ impl Coordinator {
             drain_timeout,
             reports,
             workers,
+            spawn,
+            retired: Vec::new(),
             now: Instant::now(),
             rejected: 0,
+            next_pick: 0,
             draining: false,
+            forced: false,
+            give_up_at: None,
+            stuck: Vec::new(),
             stats_asked: None,
         }
     }
@@ -60,19 +89,22 @@ impl Coordinator {
     pub(super) fn serve(&mut self) -> io::Result<DrainReport> {
         let mut events = Events::with_capacity(64);
         while self.workers.iter().any(|w| w.running) {
-            let timeout = self
-                .acceptor
-                .paused_until()
+            let timeout = [self.acceptor.paused_until(), self.give_up_at]
+                .into_iter()
+                .flatten()
+                .min()
                 .map(|at| at.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(ref e) if interrupted(e) => {}
                 Err(e) => {
-                    // Without its poll the coordinator cannot hear signals
-                    // or reports: drain everyone, then wait for them.
+                    // Without its poll the coordinator cannot hear signals:
+                    // drain everyone, and wait for their reports on the
+                    // channel alone, as long as the deadline allows.
                     error!("the coordinator's poll failed: {e}; draining");
                     self.start_drain("poll failure");
-                    self.join_all();
+                    self.wait_without_poll();
+                    self.join_finished();
                     return Err(e);
                 }
             }
@@ -89,14 +121,58 @@ impl Coordinator {
                 self.accept_all();
             }
             self.wake_workers();
+            if self.give_up_at.is_some_and(|at| self.now >= at) {
+                self.leave_stuck_workers();
+            }
         }
-        self.join_all();
+        self.join_finished();
         Ok(self.final_report())
     }
 
-    /// Connections served by all workers together.
+    /// After a failed poll: reads the workers' reports straight from the
+    /// channel until all have finished or `give_up_at` has passed.
+    fn wait_without_poll(&mut self) {
+        while self.workers.iter().any(|w| w.running) {
+            let left = self.give_up_at.map_or(Duration::ZERO, |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            match self.reports.recv_timeout(left) {
+                Ok(report) => self.on_report(report),
+                Err(_) => {
+                    self.now = Instant::now();
+                    self.leave_stuck_workers();
+                }
+            }
+        }
+    }
+
+    /// The drain's time is up, and these workers have not finished it:
+    /// stop waiting for them. Their threads cannot be stopped from outside
+    /// (a thread stuck in a handler never looks at its mailbox), so they
+    /// are left running; they die when `run` returns and the process exits.
+    fn leave_stuck_workers(&mut self) {
+        for (index, worker) in self.workers.iter_mut().enumerate() {
+            if !worker.running {
+                continue;
+            }
+            let load = worker.load();
+            error!(
+                "worker {index} did not finish the drain within {STUCK_GRACE:?} of its deadline: \
+                 left behind, with its {load} connections"
+            );
+            worker.running = false;
+            self.stuck.push((index, load));
+        }
+    }
+
+    /// Connections served by all workers together. A worker that has
+    /// ended holds none: one that died has reset its connections.
     fn open(&self) -> usize {
-        self.workers.iter().map(Worker::load).sum()
+        self.workers
+            .iter()
+            .filter(|w| w.running)
+            .map(Worker::load)
+            .sum()
     }
 
     /// Accepts every waiting client (edge-triggered, as in the lone loop)
@@ -105,37 +181,50 @@ impl Coordinator {
     fn accept_all(&mut self) {
         let mut open = self.open();
         while let Some((stream, addr)) = self.acceptor.next(self.now, open, &mut self.rejected) {
-            if self.hand_over(stream, addr) {
+            // With no worker left (dropping the stream closes it), the
+            // drain is already under way.
+            if self.hand_over(stream, addr).is_ok() {
                 open += 1;
             }
         }
     }
 
     /// Gives `stream` to the running worker with the fewest connections;
-    /// returns whether one took it.
-    fn hand_over(&mut self, mut stream: TcpStream, addr: SocketAddr) -> bool {
+    /// gives it back if no worker is left to take it.
+    ///
+    /// Ties are common (with clients that come and go, every worker often
+    /// serves none), and `min_by_key` takes the first of equals: so the
+    /// scan starts one past the last worker picked, and ties go round the
+    /// workers in turn instead of all to the lowest index.
+    fn hand_over(&mut self, stream: TcpStream, addr: SocketAddr) -> Result<(), TcpStream> {
+        let mut message = ToWorker::Connection(stream, addr);
+        let count = self.workers.len();
         loop {
-            let Some(worker) = self
-                .workers
-                .iter_mut()
-                .filter(|w| w.running)
-                .min_by_key(|w| w.load())
+            let start = self.next_pick;
+            let Some(pick) = (0..count)
+                .map(|k| (start + k) % count)
+                .filter(|&i| self.workers[i].running)
+                .min_by_key(|&i| self.workers[i].load())
             else {
-                // No worker left: dropping the stream closes it.
-                return false;
+                return match message {
+                    ToWorker::Connection(stream, _) => Err(stream),
+                    _ => Ok(()),
+                };
             };
-            match worker.inbox.send(ToWorker::Connection(stream, addr)) {
+            self.next_pick = (pick + 1) % count;
+            let worker = &mut self.workers[pick];
+            match worker.inbox.send(message) {
                 Ok(()) => {
                     worker.handed += 1;
                     worker.to_wake = true;
-                    return true;
+                    return Ok(());
                 }
-                // That worker has just died: try the next one.
-                Err(mpsc::SendError(ToWorker::Connection(back, _))) => {
+                // That worker's thread is gone without handing its inbox
+                // back (it panicked while recovering): try the next one.
+                Err(mpsc::SendError(back)) => {
                     worker.running = false;
-                    stream = back;
+                    message = back;
                 }
-                Err(_) => return false,
             }
         }
     }
@@ -170,6 +259,10 @@ impl Coordinator {
             if self.draining {
                 warn!("{name} during the drain: exiting now");
                 self.tell_all(|| ToWorker::Force);
+                self.forced = true;
+                // Healthy workers cut off at once; wait no longer for the rest.
+                let at = self.now + STUCK_GRACE;
+                self.give_up_at = Some(self.give_up_at.map_or(at, |was| was.min(at)));
             } else {
                 self.start_drain(name);
             }
@@ -182,6 +275,7 @@ impl Coordinator {
         self.draining = true;
         self.acceptor.close();
         let deadline = self.now + self.drain_timeout;
+        self.give_up_at = Some(deadline + STUCK_GRACE);
         info!(
             "{signal}: draining {} connections on {} workers (deadline {:?}); send it again to exit at once",
             self.open(),
@@ -194,25 +288,89 @@ impl Coordinator {
 
     fn read_reports(&mut self) {
         while let Ok(report) = self.reports.try_recv() {
-            match report {
-                FromWorker::Stats(index, snapshot) => self.stats_answer(index, snapshot),
-                FromWorker::Exited(index, outcome) => {
-                    let failed = outcome.is_err();
-                    match &outcome {
-                        Err(why) => error!("worker {index} stopped: {why}"),
-                        Ok(_) => debug!("worker {index} finished"),
-                    }
-                    if let Some(worker) = self.workers.get_mut(index) {
-                        worker.running = false;
-                        worker.outcome = Some(outcome);
-                    }
-                    // The others must not serve on as if nothing happened:
-                    // drain them, and let the exit status say it.
-                    if failed && !self.draining {
-                        self.start_drain("worker failure");
-                    }
-                    // A worker that is gone will not answer SIGUSR1.
-                    self.log_stats_if_complete();
+            self.on_report(report);
+        }
+    }
+
+    fn on_report(&mut self, report: FromWorker) {
+        match report {
+            FromWorker::Stats(index, snapshot) => self.stats_answer(index, snapshot),
+            FromWorker::Exited(index, exit) => self.worker_exited(index, exit),
+        }
+    }
+
+    /// A worker's loop has ended. If it finished its drain, that is all.
+    /// If it died (a panic, or its poll failed), it has reset the
+    /// connections it held; a fresh worker takes its place (unless the
+    /// process is draining), as nginx's master starts a new worker process,
+    /// and the clients still waiting in its inbox go to live workers.
+    fn worker_exited(&mut self, index: usize, mut exit: Exit) {
+        let Some(worker) = self.workers.get_mut(index) else {
+            return;
+        };
+        worker.running = false;
+        // Everything ever sent to it is in there: this coordinator is the
+        // only sender, and sends nothing to a worker that is not running.
+        let orphans: Vec<(TcpStream, SocketAddr)> = exit
+            .inbox
+            .take()
+            .map(|inbox| {
+                inbox
+                    .try_iter()
+                    .filter_map(|message| match message {
+                        ToWorker::Connection(stream, addr) => Some((stream, addr)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let died = exit.failure.is_some();
+        match &exit.failure {
+            Some(why) => error!(
+                "worker {index} stopped: {why}; it reset the {} connections it held, \
+                 and {} waiting for it go to other workers",
+                exit.report.reset_after_panic,
+                orphans.len()
+            ),
+            None => debug!("worker {index} finished"),
+        }
+        worker.ended = Some(exit);
+        if died && !self.draining {
+            self.replace(index);
+        }
+        for (stream, addr) in orphans {
+            if let Err(stream) = self.hand_over(stream, addr) {
+                // Nobody left to serve it (the others have finished their
+                // drain): it was accepted and is closed unserved, like a
+                // client over the connection cap. Reset: it may be owed an
+                // echo of what it sent.
+                warn!("no worker left to serve {addr}: resetting it");
+                abort(&stream);
+                self.rejected += 1;
+            }
+        }
+        self.wake_workers();
+        // A worker that is gone will not answer SIGUSR1.
+        self.log_stats_if_complete();
+    }
+
+    /// Starts a fresh worker in place `index`, whose worker died.
+    fn replace(&mut self, index: usize) {
+        let generation = self.workers[index].generation + 1;
+        match (self.spawn)(index, generation) {
+            Ok(mut fresh) => {
+                // SIGUSR1's question went to the one that died.
+                if self.stats_asked.is_some() && fresh.inbox.send(ToWorker::Stats).is_ok() {
+                    fresh.to_wake = true;
+                }
+                let dead = std::mem::replace(&mut self.workers[index], fresh);
+                self.retired.push(dead);
+                info!("worker {index} started again (replacement {generation})");
+            }
+            Err(e) => {
+                error!("cannot start a worker in place of worker {index}: {e}");
+                if !self.workers.iter().any(|w| w.running) {
+                    self.start_drain("no worker left");
                 }
             }
         }
@@ -243,12 +401,21 @@ impl Coordinator {
         }
         let snapshots: Vec<Snapshot> = slots.iter().flatten().copied().collect();
         self.stats_asked = None;
-        log_stats(&snapshots, self.rejected);
+        // While serving, the numbers of the workers in place; those of a
+        // worker that died are in the totals at the end.
+        log_stats(&snapshots, &snapshots, self.rejected);
     }
 
-    /// Waits for every worker's thread to end.
-    fn join_all(&mut self) {
-        for worker in &mut self.workers {
+    /// Waits for the threads of the workers that have reported their end
+    /// (they are about to return). A stuck worker's thread is not waited
+    /// for: it ends with the process.
+    fn join_finished(&mut self) {
+        // Reports that came after the last poll.
+        self.read_reports();
+        for worker in self.workers.iter_mut().chain(&mut self.retired) {
+            if worker.ended.is_none() {
+                continue;
+            }
             if let Some(thread) = worker.thread.take()
                 && thread.join().is_err()
             {
@@ -256,34 +423,47 @@ impl Coordinator {
                 error!("a worker thread ended in a panic");
             }
         }
-        // Reports that came after the last poll.
-        self.read_reports();
     }
 
     /// Adds up the workers' drain reports; logs the summary and the stats.
+    /// The totals count every worker, those that died and were replaced
+    /// included; the spread shows the workers in place at the end.
     fn final_report(&self) -> DrainReport {
         let mut total = DrainReport::default();
-        let mut snapshots = Vec::new();
-        for worker in &self.workers {
-            match &worker.outcome {
-                Some(Ok((report, snapshot))) => {
-                    total.add(report);
-                    snapshots.push(*snapshot);
+        let mut all = Vec::new();
+        for worker in self.retired.iter().chain(&self.workers) {
+            // None: left behind, counted below.
+            if let Some(exit) = &worker.ended {
+                total.add(&exit.report);
+                all.push(exit.snapshot);
+                if exit.failure.is_some() {
+                    total.workers_failed += 1;
                 }
-                Some(Err(_)) | None => total.workers_failed += 1,
             }
         }
+        // Also when every worker had finished before the second signal.
+        total.forced |= self.forced;
+        for &(_, load) in &self.stuck {
+            total.workers_stuck += 1;
+            total.abandoned += load as u64;
+        }
         info!("{}", total.summary());
-        log_stats(&snapshots, self.rejected);
+        let in_place: Vec<Snapshot> = self
+            .workers
+            .iter()
+            .filter_map(|w| w.ended.as_ref().map(|exit| exit.snapshot))
+            .collect();
+        log_stats(&all, &in_place, self.rejected);
         total
     }
 }
 
-/// The totals of all workers, then how evenly they shared the work.
-fn log_stats(snapshots: &[Snapshot], rejected: u64) {
-    let mut total = Snapshot::sum(snapshots);
+/// The totals of all workers, then how evenly the workers in place shared
+/// the work.
+fn log_stats(all: &[Snapshot], in_place: &[Snapshot], rejected: u64) {
+    let mut total = Snapshot::sum(all);
     // The coordinator's acceptor rejects; workers never do.
     total.totals.rejected += rejected;
     info!("stats: {total}");
-    info!("workers: {}", Spread::of(snapshots));
+    info!("workers: {}", Spread::of(in_place));
 }

@@ -27,11 +27,18 @@
 //! Seastar, memcached and Redis 8's I/O threads hand connections over the
 //! same way.
 //!
-//! Signals: the first stop signal closes the listener and sends every worker
-//! the drain with one deadline, computed here once; a second one cuts every
-//! worker off. SIGUSR1 asks every worker for its numbers and logs the totals
-//! and the spread. A worker that panics (or whose poll fails) does not hang
-//! the process: the others are drained, and `run` reports the failure.
+//! Signals: only this thread takes them (each worker blocks them). The first
+//! stop signal closes the listener and sends every worker the drain with one
+//! deadline, computed here once; a second one cuts every worker off. The
+//! coordinator keeps that deadline itself: a worker that has not finished
+//! `STUCK_GRACE` after it (or after a second signal) is named in the log and
+//! left behind, and `run` returns. SIGUSR1 asks every worker for its numbers
+//! and logs the totals and the spread.
+//!
+//! A worker that panics (or whose poll fails) resets the connections it
+//! held, hands back the clients still waiting in its inbox, which go to the
+//! live workers, and is replaced by a fresh worker; the process serves on,
+//! and the final report counts the failure (exit status 4).
 //!
 //! `--workers 1` does not come here at all: the lone loop serves the
 //! listener and the signals itself, with no extra thread.
@@ -44,11 +51,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 
-use log::info;
+use log::{info, warn};
 use mio::{Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
@@ -56,11 +62,14 @@ use signal_hook_mio::v1_0::Signals;
 use coordinator::Coordinator;
 
 use crate::config::Config;
-use crate::event_loop::{Acceptor, DrainReport, FromWorker, MAILBOX, Mailbox, Server, ToWorker};
+use crate::event_loop::{
+    Acceptor, DoneCount, DrainReport, Exit, FromWorker, MAILBOX, Mailbox, Server, ToWorker,
+};
 use crate::fd_limit::fit_fd_limit;
 use crate::handler::Handler;
 use crate::listener;
 use crate::stats::Snapshot;
+use crate::sys;
 
 // The coordinator's tokens: it has only these three sources.
 const LISTENER: Token = Token(0);
@@ -69,26 +78,31 @@ const REPORTS: Token = Token(2);
 
 /// The coordinator's view of one worker.
 struct Worker {
+    /// How many workers held its place before it (0: the first).
+    generation: usize,
     inbox: Sender<ToWorker>,
     waker: Arc<Waker>,
     /// Connections handed to it so far (written here only).
     handed: usize,
     /// Connections it is done with (written by the worker only).
-    done: Arc<AtomicUsize>,
+    done: Arc<DoneCount>,
     /// It has something new in its inbox: wake it once the batch is sent.
     to_wake: bool,
     /// Its loop is still running.
     running: bool,
-    /// How it ended, once it has.
-    outcome: Option<Result<(DrainReport, Snapshot), String>>,
+    /// How it ended, once it has (its inbox already taken).
+    ended: Option<Exit>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// Starts the worker for a place (an index), of a generation: the
+/// coordinator calls it to replace a worker that died.
+type Spawn = Box<dyn Fn(usize, usize) -> io::Result<Worker>>;
 
 impl Worker {
     /// Connections it is serving now (or has still to take from its inbox).
     fn load(&self) -> usize {
-        self.handed
-            .saturating_sub(self.done.load(Ordering::Relaxed))
+        self.handed.saturating_sub(self.done.get())
     }
 }
 
@@ -142,7 +156,7 @@ where
         let Some(listener) = bound else {
             return Err(last_err);
         };
-        fit_fd_limit(config.max_connections);
+        fit_fd_limit(config.max_connections, count);
         let poll = Poll::new()?;
         let local_addr = listener.local_addr()?;
         let mut acceptor = Acceptor::new(Some(listener), config.max_connections);
@@ -184,25 +198,31 @@ where
         } = self;
         let reports_waker = Arc::new(Waker::new(poll.registry(), REPORTS)?);
         let (outbox, reports) = mpsc::channel();
-        let mut workers = Vec::with_capacity(count);
-        for index in 0..count {
-            workers.push(spawn_worker(
+        let drain_timeout = config.drain_timeout;
+        let spawn: Spawn = Box::new(move |index, generation| {
+            spawn_worker(
                 index,
+                generation,
                 local_addr,
                 &config,
                 &new_handler,
                 &outbox,
                 &reports_waker,
-            )?);
+            )
+        });
+        let mut workers = Vec::with_capacity(count);
+        for index in 0..count {
+            workers.push(spawn(index, 0)?);
         }
         info!("{count} workers started");
         let mut coordinator = Coordinator::new(
             poll,
             acceptor,
             signals,
-            config.drain_timeout,
+            drain_timeout,
             reports,
             workers,
+            spawn,
         );
         coordinator.serve()
     }
@@ -211,6 +231,7 @@ where
 /// Starts worker `index` on its own thread, with its own poll.
 fn spawn_worker<F, H>(
     index: usize,
+    generation: usize,
     local_addr: SocketAddr,
     config: &Config,
     new_handler: &Arc<F>,
@@ -224,7 +245,7 @@ where
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), MAILBOX)?);
     let (inbox_sender, inbox) = mpsc::channel();
-    let done = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(DoneCount::default());
     let mailbox = Mailbox {
         index,
         inbox,
@@ -234,36 +255,100 @@ where
     };
     let config = config.clone();
     let new_handler = new_handler.clone();
-    let thread = std::thread::Builder::new()
-        .name(format!("worker-{index}"))
-        .spawn(move || {
-            let outbox = mailbox.outbox.clone();
-            let coordinator = mailbox.coordinator.clone();
-            // A panic must not take the process down with the connections
-            // of the other workers: catch it, and tell the coordinator.
-            let outcome = catch_unwind(AssertUnwindSafe(move || {
-                let handler = new_handler(index);
-                Server::worker(poll, local_addr, config, handler, mailbox).run_worker()
-            }));
-            let outcome = match outcome {
-                Ok(Ok(done)) => Ok(done),
-                Ok(Err(e)) => Err(format!("its event loop failed: {e}")),
-                Err(panic) => Err(format!("it panicked: {}", panic_message(&*panic))),
-            };
-            if outbox.send(FromWorker::Exited(index, outcome)).is_ok() {
-                let _ = coordinator.wake();
-            }
-        })?;
+    // A replacement is named apart from the worker it replaces: worker-1.2
+    // is the third to hold place 1.
+    let name = match generation {
+        0 => format!("worker-{index}"),
+        n => format!("worker-{index}.{n}"),
+    };
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        // Only the coordinator reads the signals. Blocked here, the kernel
+        // never picks this thread to deliver one, so signal-hook's handler
+        // never runs on it and its epoll_wait is never interrupted (EINTR).
+        // A signal that lands before this line does no harm: the handler
+        // writes to the coordinator's socketpair from any thread.
+        if let Err(e) = sys::block_signals(&[SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1]) {
+            warn!("cannot block signals in a worker thread: {e}");
+        }
+        let outbox = mailbox.outbox.clone();
+        let coordinator = mailbox.coordinator.clone();
+        // A panic must not take the process down with the connections of
+        // the other workers: `worker_main` catches it. This second net is
+        // for a panic while recovering from one; the coordinator must hear
+        // of the end in any case.
+        let exit = catch_unwind(AssertUnwindSafe(|| {
+            worker_main(index, poll, local_addr, config, &*new_handler, mailbox)
+        }))
+        .unwrap_or_else(|panic| Exit {
+            report: DrainReport::default(),
+            snapshot: Snapshot::default(),
+            failure: Some(format!(
+                "it panicked, and again while recovering: {}",
+                panic_message(&*panic)
+            )),
+            inbox: None,
+        });
+        if outbox.send(FromWorker::Exited(index, exit)).is_ok() {
+            let _ = coordinator.wake();
+        }
+    })?;
     Ok(Worker {
+        generation,
         inbox: inbox_sender,
         waker,
         handed: 0,
         done,
         to_wake: false,
         running: true,
-        outcome: None,
+        ended: None,
         thread: Some(thread),
     })
+}
+
+/// One worker's life: builds its handler and its loop, runs the loop, and
+/// says how it ended.
+///
+/// The loop runs inside `catch_unwind`, but the `Server` is built outside
+/// it, so that after a panic this thread still owns the server: its
+/// sockets, and its inbox, where clients handed to it may still wait. It
+/// then resets the connections it held (`Server::abandon`) and hands the
+/// inbox back, so that no accepted connection disappears unnoticed.
+fn worker_main<F, H>(
+    index: usize,
+    poll: Poll,
+    local_addr: SocketAddr,
+    config: Config,
+    new_handler: &F,
+    mailbox: Mailbox,
+) -> Exit
+where
+    F: Fn(usize) -> H,
+    H: Handler,
+{
+    let handler = match catch_unwind(AssertUnwindSafe(|| new_handler(index))) {
+        Ok(handler) => handler,
+        Err(panic) => {
+            return Exit {
+                report: DrainReport::default(),
+                snapshot: Snapshot::default(),
+                failure: Some(format!(
+                    "its handler panicked as it was made: {}",
+                    panic_message(&*panic)
+                )),
+                inbox: Some(mailbox.inbox),
+            };
+        }
+    };
+    let mut server = Server::worker(poll, local_addr, config, handler, mailbox);
+    let failure = match catch_unwind(AssertUnwindSafe(|| server.run_worker())) {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("its event loop failed: {e}")),
+        Err(panic) => Some(format!("it panicked: {}", panic_message(&*panic))),
+    };
+    if failure.is_some() {
+        server.abandon();
+    }
+    server.worker_exit(failure)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
@@ -273,60 +358,5 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
         s
     } else {
         "(no message)"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ConnId;
-    use crate::handler::Context;
-    use std::io::{Read, Write};
-    use std::time::Duration;
-
-    /// Echoes, but a frame "boom" panics the worker serving it.
-    struct PanicOnBoom;
-
-    impl Handler for PanicOnBoom {
-        fn on_frame(&mut self, ctx: &mut Context<'_>, conn: ConnId, frame: &[u8]) {
-            assert!(frame != b"boom\n", "the handler was told to panic");
-            ctx.send(conn, frame);
-        }
-    }
-
-    fn roundtrip(c: &mut std::net::TcpStream, line: &[u8]) {
-        c.write_all(line).unwrap();
-        let mut got = vec![0; line.len()];
-        c.read_exact(&mut got).unwrap();
-        assert_eq!(got, line);
-    }
-
-    #[test]
-    fn a_worker_that_panics_does_not_hang_the_process() {
-        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let workers = Workers::bind(&[addr], Config::default(), 2, |_| PanicOnBoom).unwrap();
-        let addr = workers.local_addr();
-        let (done, ended) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = done.send(workers.run());
-        });
-        // Least-loaded: the first client goes to one worker, the second to
-        // the other.
-        let mut doomed = std::net::TcpStream::connect(addr).unwrap();
-        roundtrip(&mut doomed, b"hello\n");
-        let mut other = std::net::TcpStream::connect(addr).unwrap();
-        roundtrip(&mut other, b"hello\n");
-        doomed.write_all(b"boom\n").unwrap();
-
-        let report = ended
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the process must not hang on a dead worker")
-            .unwrap();
-        assert_eq!(report.workers_failed, 1);
-        // The surviving worker drained its client: every byte, then FIN.
-        let mut rest = Vec::new();
-        other.read_to_end(&mut rest).unwrap();
-        assert!(rest.is_empty());
-        assert_eq!(report.closed_cleanly, 1);
     }
 }
