@@ -97,11 +97,9 @@ impl<'a> Context<'a> {
 
     /// Whether `conn` is open and takes output.
     pub fn is_open(&self, conn: ConnId) -> bool {
-        self.conns
-            .get(conn.key())
-            .is_some_and(|c| {
-                c.id == conn && c.state.accepts_output() && c.flags.flush != Flush::ThenClose
-            })
+        self.conns.get(conn.key()).is_some_and(|c| {
+            c.id == conn && c.state.accepts_output() && c.flags.flush != Flush::ThenClose
+        })
     }
 
     pub(crate) fn close_requested(&self, conn: ConnId) -> bool {

@@ -587,7 +587,10 @@ fn spans_are_classified_by_shape() {
     assert!(code.check_function(&["spread"]).is_none());
     assert!(code.check_function(&["Stats", "spread"]).is_none());
     assert!(code.check_function(&["go"]).is_none(), "a call counts");
-    assert!(code.check_function(&["ead"]).is_some(), "`ead(` inside `spread(` is not a call");
+    assert!(
+        code.check_function(&["ead"]).is_some(),
+        "`ead(` inside `spread(` is not a call"
+    );
     assert!(code.check_code_name("total").is_none());
     assert!(code.check_code_name("x").is_none());
     assert!(code.check_code_name("no_such").is_some());

@@ -56,18 +56,11 @@
 //! costs no wakeups of its own, and steady state makes no `epoll_ctl` calls.
 //!
 //! The rest of the loop lives next door, one concern per file, each an
-//! `impl Server` block:
-//!
-//! | file | what it does | explained in |
-//! |---|---|---|
-//! | `accept.rs` | accepting, the connection cap, running out of fds (EMFILE) | `docs/architecture.md` |
-//! | `read.rs` | a connection's event: reading, framing, delivering frames, EOF | `docs/framing.md`, `docs/syscalls.md` |
-//! | `write.rs` | writing replies, backpressure (pause and resume) | `docs/architecture.md` |
-//! | `close.rs` | closing: the lingering close, FIN, RST when cut off | `docs/shutdown.md` |
-//! | `drain.rs` | signals and the graceful drain (shutdown) | `docs/shutdown.md` |
-//! | `timeouts.rs` | timers: idle timeout, close deadlines, accept retry | `docs/architecture.md` |
-//! | `observe.rs` | the stats snapshot (SIGUSR1) and trace narration | `README.md` |
-//! | `mailbox.rs` | a worker of `--workers`: connections and signals from the coordinator | `docs/architecture.md` |
+//! `impl Server` block whose header says what it holds: [`accept`] (and
+//! EMFILE), [`read`], [`write`](mod@write) (and backpressure), [`close`], [`drain`]
+//! (and signals), [`timeouts`], [`observe`] (stats and narration) and
+//! [`mailbox`] (a worker of `--workers`). `docs/architecture.md` maps every
+//! file of the crate, with the functions to start from.
 
 mod accept;
 mod close;
