@@ -46,10 +46,10 @@ run:  ## Build release and serve on $(ADDR) (talk to it: nc 127.0.0.1 8000)
 build:  ## Build the release binary (target/release/reactor-echo)
 	$(CARGO) build --release
 
-test:  ## Format check, clippy -D warnings, docs without warnings, every test (unit, integration, doc; the integration tests again with --workers 2), a 20 s soak
+test:  ## Format check, clippy -D warnings, docs (private items too) without warnings, every test (unit, integration, doc; the integration tests again with --workers 2), a 20 s soak
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --quiet
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items --quiet
 	$(CARGO) test --workspace
 	REACTOR_ECHO_TEST_WORKERS=2 $(CARGO) test --quiet -p reactor-echo --tests
 	$(CARGO) build --quiet -p reactor-echo -p reactor-echo-bench --bin reactor-echo --bin soak
@@ -91,8 +91,8 @@ strace:  ## Trace the syscalls of a scripted client session -> $(TARGET_DIR)/str
 	$(CARGO) build --release --quiet
 	python3 scripts/strace_session.py $(TARGET_DIR)/release/reactor-echo $(TARGET_DIR)/strace.txt
 
-doc:  ## Build the library docs (warnings are errors)
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
+doc:  ## Build the library docs, private items included, so every intra-doc link is checked (warnings are errors)
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items
 
 clean:  ## Remove build output
 	$(CARGO) clean

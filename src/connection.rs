@@ -204,16 +204,53 @@ pub(crate) struct Connection {
     /// Connections paused because they wrote into our full output; they are
     /// resumed when it drains below the low-water mark.
     pub waiters: Vec<ConnId>,
-    /// Already on the loop's list of connections with output to flush.
-    pub dirty: bool,
-    /// The handler asked to close this connection once its output is sent.
-    pub close_requested: bool,
-    /// Already on the loop's list for `resume_readers`.
+    /// The loop's bookkeeping beside `state`: its work lists, write space.
+    pub flags: Flags,
+}
+
+/// The loop's bookkeeping about one connection, beside its [`State`]:
+/// which of the loop's two work lists it is on, and whether its socket may
+/// take more output.
+///
+/// One type rather than loose bools, so that what cannot happen cannot be
+/// written: a close the handler asked for always rides on the flush list
+/// ([`Flush::ThenClose`]), never apart from it; and each list membership
+/// has exactly one flag, set when the id is pushed and cleared when it is
+/// taken off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Flags {
+    /// Whether it is on `Outgoing::dirty`, the list flushed after each
+    /// piece of the loop's work, and what is owed there.
+    pub flush: Flush,
+    /// On the loop's `resume` list: read again before the loop sleeps.
     pub resume_queued: bool,
     /// The socket may take more output (nginx's `wev->ready`). Cleared when
     /// a write comes up short; set again by the next writable event. While
     /// it is clear, trying to write would only return `EAGAIN`.
     pub write_ready: bool,
+}
+
+impl Flags {
+    /// A new connection: on no list, and its send buffer is empty.
+    fn new() -> Self {
+        Flags {
+            flush: Flush::No,
+            resume_queued: false,
+            write_ready: true,
+        }
+    }
+}
+
+/// A connection's place on the flush list (`Outgoing::dirty`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Not on it.
+    No,
+    /// On it: a handler queued output.
+    Output,
+    /// On it, and the handler asked to close the connection once the
+    /// output queued before is written. It takes no more output.
+    ThenClose,
 }
 
 impl Connection {
@@ -226,10 +263,7 @@ impl Connection {
             output: Output::default(),
             last_active: now,
             waiters: Vec::new(),
-            dirty: false,
-            close_requested: false,
-            resume_queued: false,
-            write_ready: true,
+            flags: Flags::new(),
         }
     }
 
@@ -241,7 +275,7 @@ impl Connection {
     /// arms the next writable edge just as `WouldBlock` would: so we stop
     /// there instead of making the call that would only return `EAGAIN`.
     pub fn write_out(&mut self, spare: &mut Vec<u8>) -> io::Result<usize> {
-        if !self.write_ready && !self.output.is_empty() {
+        if !self.flags.write_ready && !self.output.is_empty() {
             trace!(
                 "    {} fd {}: {} B not written: the last write came up short, so wait for EPOLLOUT",
                 self.id,
@@ -250,7 +284,7 @@ impl Connection {
             );
         }
         let mut total = 0;
-        while !self.output.is_empty() && self.write_ready {
+        while !self.output.is_empty() && self.flags.write_ready {
             // In bounds: `written` only grows by what `write` took of `pending`.
             let pending = &self.output.buf[self.output.written..];
             let len = pending.len();
@@ -260,7 +294,7 @@ impl Connection {
                 Ok(n) => {
                     self.output.written += n;
                     total += n;
-                    self.write_ready = n == len;
+                    self.flags.write_ready = n == len;
                     trace!(
                         "    {} fd {}: wrote {n} of {len} B{}",
                         self.id,
@@ -273,7 +307,7 @@ impl Connection {
                     );
                 }
                 Err(ref e) if would_block(e) => {
-                    self.write_ready = false;
+                    self.flags.write_ready = false;
                     trace!(
                         "    {} fd {}: write: EAGAIN ({len} B wait for EPOLLOUT)",
                         self.id,

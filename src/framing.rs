@@ -19,6 +19,18 @@
 //!
 //! Neither touches a socket, so both are tested on their own with random
 //! split points (see the unit and property tests and `fuzz/`).
+//!
+//! To add a framing:
+//! 1. a variant of [`Framing`], and its spelling in `Framing`'s `FromStr`
+//!    and `Display` (that is the `--framing` flag: `main.rs` parses it
+//!    with `FromStr`, and nothing else there changes);
+//! 2. its arm in [`Decoder::next_frame`]: where the frame at the start of
+//!    the buffer ends, or `Ok(None)`; reject an over-long one as early as
+//!    its length is known;
+//! 3. its cases in the tests below (the property test splits a stream at
+//!    random points) and in `fuzz/fuzz_targets/framing.rs`;
+//! 4. a row in the table above and in `docs/framing.md` (and
+//!    `docs/zh/framing.md`).
 
 use std::fmt;
 use std::ops::ControlFlow;

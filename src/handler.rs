@@ -8,7 +8,7 @@
 
 use slab::Slab;
 
-use crate::connection::{ConnId, Connection};
+use crate::connection::{ConnId, Connection, Flush};
 
 /// Application logic, called by the event loop. All calls happen on the
 /// loop's thread, one at a time: a handler needs no locks.
@@ -39,7 +39,9 @@ pub trait Handler {
 /// The loop's bookkeeping for output queued by handlers.
 #[derive(Default)]
 pub(crate) struct Outgoing {
-    /// Connections with newly queued output, flushed before the loop moves on.
+    /// The flush list: connections with newly queued output or a close
+    /// asked for (their `flags.flush` says which), flushed after each piece
+    /// of the loop's work, before it moves on.
     pub dirty: Vec<ConnId>,
     /// One reusable output buffer, lent to whichever connection needs one.
     pub spare: Vec<u8>,
@@ -56,10 +58,6 @@ impl<'a> Context<'a> {
         Context { conns, outgoing }
     }
 
-    fn get_mut(&mut self, conn: ConnId) -> Option<&mut Connection> {
-        self.conns.get_mut(conn.key()).filter(|c| c.id == conn)
-    }
-
     /// Queues `bytes` to be written to `conn`. They go out before the loop
     /// waits for events again. Returns `false` (and drops the bytes) if `conn`
     /// is closed or closing.
@@ -73,38 +71,40 @@ impl<'a> Context<'a> {
         let Some(c) = self.conns.get_mut(conn.key()).filter(|c| c.id == conn) else {
             return false;
         };
-        if !c.state.accepts_output() || c.close_requested {
-            return false;
+        match (c.state.accepts_output(), c.flags.flush) {
+            (false, _) | (true, Flush::ThenClose) => return false,
+            (true, Flush::Output) => {}
+            (true, Flush::No) => {
+                c.flags.flush = Flush::Output;
+                dirty.push(conn);
+            }
         }
         c.output.push(bytes, spare);
-        if !c.dirty {
-            c.dirty = true;
-            dirty.push(conn);
-        }
         true
     }
 
     /// Closes `conn` once the output already queued for it is written. No
     /// further frames from it are delivered.
     pub fn close(&mut self, conn: ConnId) {
-        let Some(c) = self.get_mut(conn) else { return };
-        c.close_requested = true;
-        if !c.dirty {
-            c.dirty = true;
+        let Some(c) = self.conns.get_mut(conn.key()).filter(|c| c.id == conn) else {
+            return;
+        };
+        if c.flags.flush == Flush::No {
             self.outgoing.dirty.push(conn);
         }
+        c.flags.flush = Flush::ThenClose;
     }
 
     /// Whether `conn` is open and takes output.
     pub fn is_open(&self, conn: ConnId) -> bool {
-        self.conns
-            .get(conn.key())
-            .is_some_and(|c| c.id == conn && c.state.accepts_output() && !c.close_requested)
+        self.conns.get(conn.key()).is_some_and(|c| {
+            c.id == conn && c.state.accepts_output() && c.flags.flush != Flush::ThenClose
+        })
     }
 
     pub(crate) fn close_requested(&self, conn: ConnId) -> bool {
         self.conns
             .get(conn.key())
-            .is_some_and(|c| c.id == conn && c.close_requested)
+            .is_some_and(|c| c.id == conn && c.flags.flush == Flush::ThenClose)
     }
 }

@@ -18,24 +18,11 @@
 //! use Linux calls), and being a general-purpose framework.
 //!
 //! ## Map
-//! | file | what it is for |
-//! |---|---|
-//! | `event_loop/mod.rs` | the loop: `Server`, `run`, the dispatch on the token |
-//! | `event_loop/accept.rs` | accepting, the connection cap, EMFILE |
-//! | `event_loop/read.rs` | reading, frames, EOF, the stale-token check |
-//! | `event_loop/write.rs` | writing, backpressure |
-//! | `event_loop/close.rs` | lingering close, FIN, RST when cut off |
-//! | `event_loop/drain.rs` | signals and the graceful drain |
-//! | `event_loop/timeouts.rs` | idle timeout, close deadlines, accept retry |
-//! | `event_loop/observe.rs` | stats snapshot, trace narration |
-//! | `listener.rs` | the listening socket and its backlog |
-//! | `workers/mod.rs`, `workers/coordinator.rs` | `--workers N`: starting N loops, and the coordinator that hands them clients |
-//! | `connection.rs` | one connection: state, buffers, write-out, discard |
-//! | `framing.rs` | cutting a byte stream into frames; pure, no I/O |
-//! | `handler.rs` | the [`Handler`] seam between loop and application |
-//! | `echo.rs` | the echo application |
-//! | `timers.rs`, `throttle.rs`, `stats.rs` | deadlines, rate-limited logs, counters |
-//! | `fd_limit.rs`, `sys.rs` | the open-file limit; the only `unsafe` |
+//! One concept per file, each opening with a `//!` header that says what it
+//! holds. The one map of them all, with the functions to start from, is
+//! `docs/architecture.md` ("Where the code is"; in Chinese,
+//! `docs/zh/architecture.md`). The loop's turn and the life of one echo
+//! are at the top of `src/event_loop/mod.rs`, the file of [`Server`].
 //!
 //! ## Writing a handler
 //! The loop cuts input into frames and calls your [`Handler`] for each; you

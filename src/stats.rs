@@ -1,4 +1,13 @@
 //! Counters for `kill -USR1` and the exit log: what the loop has done so far.
+//!
+//! To add a metric:
+//! 1. a field of [`Stats`] (a total since start) or of [`Snapshot`] (a
+//!    figure of the moment, computed in `Server::snapshot`,
+//!    `event_loop/observe.rs`);
+//! 2. count it where it happens in the loop: `self.stats.NAME += 1`;
+//! 3. add it up across workers: `Stats::add` (or `Snapshot::sum`);
+//! 4. print it: `Snapshot`'s `Display` below (the SIGUSR1 and exit line);
+//!    and, if the workers' balance in it matters, in `Spread`.
 
 use std::fmt;
 

@@ -1,9 +1,14 @@
-//! Keeps the docs honest: every file path, function name and relative link
-//! that `README.md` and `docs/**/*.md` (English and Chinese, the tutorial
-//! pages included) put in backticks or link to must exist in the code.
+//! Keeps the Markdown docs honest: every file path, function name and
+//! relative link that `README.md` and `docs/**/*.md` (English and Chinese,
+//! the tutorial pages included) put in backticks or link to must exist.
 //! `cargo test` runs it, so `make test` does. It fails with one line per
 //! stale name, and it also fails if it found too few names to check, so a
-//! broken parser cannot make it pass by checking nothing.
+//! broken scan cannot make it pass by checking nothing.
+//!
+//! The Rust docs need no such test: rustdoc resolves their intra-doc links
+//! (`[`Server::run`]`), and `make test` builds them, private items
+//! included, with warnings as errors. This file checks what rustdoc cannot
+//! see, the Markdown, and does it with a plain text search, not a parser.
 //!
 //! # The rule
 //!
@@ -19,34 +24,34 @@
 //!      `module::function`;
 //!   3. any span in a table column headed "functions" or "函数";
 //! - a **code name** when it is a bare snake_case identifier with an
-//!   underscore (`read_input`, `write_ready`), which may name a function, a
+//!   underscore (`read_input`, `flush_all`), which may name a function, a
 //!   field or a variable.
 //!
-//! A single lowercase word outside a "functions" column (`settle`, but also
+//! A single lowercase word outside a "functions" column (`work`, but also
 //! `line`, `off`, `nc`) is not checked: it cannot be told from a word, a
-//! command or a command-line value. Write it as `Server::settle` or
-//! `settle()`, or in a "functions" column, to have it checked.
+//! command or a command-line value. Write it as `Server::work` or
+//! `work()`, or in a "functions" column, to have it checked.
 //!
 //! # What "exists" means
 //!
-//! - `Type::method` where `Type` is a struct, enum or trait of this
-//!   workspace: `fn method` inside an `impl` of `Type` (its own or a
-//!   trait's) or inside `trait Type`.
-//! - `module::function` where `module` is a file or folder of `src/`: a
-//!   `fn function` in it.
-//! - `Type::method` where `Type` is not defined here (mio's `Poll`): the
-//!   code must call it, `Type::method(`. The docs name only the outside
-//!   API the code really uses.
-//! - A bare function name: a `fn` of that name in `src/`, `examples/` or
-//!   `tests/`, or a call of it in `src/` or `examples/` (`write_all`, an
-//!   outside API the code uses). A code name: the same, or a field,
-//!   parameter or `let` binding declared there.
-//! - Names of things that are not Rust (system calls, kernel and libc
-//!   functions, other projects' names) are in [`NOT_RUST`], the one list of
-//!   exceptions.
+//! The last segment of the name (`Type::method` → `method`) must appear in
+//! the Rust sources of `src/`, `examples/`, `tests/` or `bench/` as
 //!
-//! Relative links (`[text](../src/sys.rs)`) must point at a file or folder
-//! that exists.
+//! - a definition, `fn name(` or `fn name<`;
+//! - a call, `name(`, `.name(` or `::name(` (an outside API the code uses:
+//!   `write_all`, `Poll::poll`);
+//! - for a code name, also a field or parameter (`name:`) or a binding
+//!   (`let name`, `let mut name`);
+//! - or a module, `src/name.rs` or `src/name/`.
+//!
+//! It is a search, not a resolution: a name that also occurs in a comment
+//! passes. That is the price of not parsing Rust here; the names inside
+//! the code are rustdoc's to check.
+//!
+//! Names of things that are not Rust (system calls, kernel and libc
+//! functions, other projects' names) are in [`NOT_RUST`], the one list of
+//! exceptions. Relative links (`[text](../src/sys.rs)`) must point at a
+//! file or folder that exists.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -142,7 +147,7 @@ fn markdown_under(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// Every `.rs` file under `dir`, with its text.
-fn rust_under(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+fn rust_under(dir: &Path, out: &mut Vec<String>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -151,378 +156,78 @@ fn rust_under(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
         if path.is_dir() {
             rust_under(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            let text = fs::read_to_string(&path).expect("read a Rust file");
-            out.push((path, text));
+            out.push(fs::read_to_string(&path).expect("read a Rust file"));
         }
     }
-}
-
-/// `text` with comments, string and char literals blanked out (same
-/// length, newlines kept), so braces and `fn` inside them do not count.
-fn code_only(text: &str) -> String {
-    let b = text.as_bytes();
-    let mut out = b.to_vec();
-    let blank = |out: &mut Vec<u8>, from: usize, to: usize| {
-        for c in &mut out[from..to.min(b.len())] {
-            if *c != b'\n' {
-                *c = b' ';
-            }
-        }
-    };
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'/' if b.get(i + 1) == Some(&b'/') => {
-                let end = text[i..].find('\n').map_or(b.len(), |n| i + n);
-                blank(&mut out, i, end);
-                i = end;
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0;
-                let mut j = i;
-                while j < b.len() {
-                    if b[j..].starts_with(b"/*") {
-                        depth += 1;
-                        j += 2;
-                    } else if b[j..].starts_with(b"*/") {
-                        depth -= 1;
-                        j += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        j += 1;
-                    }
-                }
-                blank(&mut out, i, j);
-                i = j;
-            }
-            // Raw strings: r"…", r#"…"#, br"…".
-            b'r' if (i == 0 || !is_ident(b[i - 1]) || b[i - 1] == b'b')
-                && matches!(b.get(i + 1), Some(b'"' | b'#')) =>
-            {
-                let hashes = b[i + 1..].iter().take_while(|&&c| c == b'#').count();
-                if b.get(i + 1 + hashes) != Some(&b'"') {
-                    i += 1;
-                    continue;
-                }
-                let close: Vec<u8> = std::iter::once(b'"')
-                    .chain(std::iter::repeat_n(b'#', hashes))
-                    .collect();
-                let start = i + 2 + hashes;
-                let end = b[start..]
-                    .windows(close.len())
-                    .position(|w| w == close.as_slice())
-                    .map_or(b.len(), |n| start + n + close.len());
-                blank(&mut out, i, end);
-                i = end;
-            }
-            b'"' => {
-                let mut j = i + 1;
-                while j < b.len() && b[j] != b'"' {
-                    j += if b[j] == b'\\' { 2 } else { 1 };
-                }
-                blank(&mut out, i, j + 1);
-                i = j + 1;
-            }
-            // A char literal ('x', '\n', '\''), not a lifetime ('a).
-            b'\'' => {
-                // After a backslash comes the escaped char, then the quote
-                // (`'\''`, `'\n'`; `'\u{…}'` has no quote inside either).
-                let end = if b.get(i + 1) == Some(&b'\\') {
-                    b.get(i + 3..)
-                        .and_then(|rest| rest.iter().position(|&c| c == b'\''))
-                        .map(|n| i + 3 + n + 1)
-                } else {
-                    let ch_len = text[i + 1..].chars().next().map_or(1, char::len_utf8);
-                    (b.get(i + 1 + ch_len) == Some(&b'\'')).then_some(i + 2 + ch_len)
-                };
-                match end {
-                    Some(end) => {
-                        blank(&mut out, i, end);
-                        i = end;
-                    }
-                    None => i += 1,
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    String::from_utf8(out).expect("blanking keeps UTF-8: only ASCII became spaces")
 }
 
 fn is_ident(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_'
 }
 
-/// The identifier starting at `at`, if any.
-fn ident_at(s: &str, at: usize) -> Option<&str> {
-    let len = s.as_bytes()[at..]
-        .iter()
-        .take_while(|&&c| is_ident(c))
-        .count();
-    (len > 0).then(|| &s[at..at + len])
-}
-
-/// Positions where the keyword `word` starts as a whole word.
-fn keyword_positions<'a>(code: &'a str, word: &'a str) -> impl Iterator<Item = usize> + 'a {
-    code.match_indices(word)
-        .map(|(at, _)| at)
-        .filter(move |&at| {
-            let b = code.as_bytes();
-            (at == 0 || !is_ident(b[at - 1]))
-                && b.get(at + word.len()).is_some_and(|&c| !is_ident(c))
-        })
-}
-
-/// The index just past the `}` that closes the `{` at `open`.
-fn block_end(code: &str, open: usize) -> usize {
-    let mut depth = 0;
-    for (i, c) in code[open..].bytes().enumerate() {
-        match c {
-            b'{' => depth += 1,
-            b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return open + i + 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    code.len()
-}
-
-/// The names of the `fn`s directly inside the block `code[open..end]`.
-fn fns_in_block(code: &str, open: usize, end: usize) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut depth = 0;
-    let b = code.as_bytes();
-    let mut i = open;
-    while i < end {
-        match b[i] {
-            b'{' => depth += 1,
-            b'}' => depth -= 1,
-            b'f' if depth == 1
-                && code[i..].starts_with("fn ")
-                && (i == 0 || !is_ident(b[i - 1])) =>
-            {
-                let name_at = i + 3 + code[i + 3..].len() - code[i + 3..].trim_start().len();
-                if let Some(name) = ident_at(code, name_at) {
-                    names.push(name.to_string());
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    names
-}
-
-/// The last path segment of the type in `header` (`Server<H>` → `Server`,
-/// `fmt::Display` → `Display`), skipping leading generics.
-fn type_name(header: &str) -> Option<String> {
-    let mut s = header.trim();
-    if s.starts_with('<') {
-        let mut depth = 0;
-        let end = s
-            .char_indices()
-            .find(|&(_, c)| {
-                depth += match c {
-                    '<' => 1,
-                    '>' => -1,
-                    _ => 0,
-                };
-                depth == 0
-            })
-            .map_or(s.len(), |(i, _)| i + 1);
-        s = s[end..].trim_start();
-    }
-    let path_end = s
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .unwrap_or(s.len());
-    let last = s[..path_end].rsplit("::").next()?;
-    (!last.is_empty()).then(|| last.to_string())
-}
-
-/// What the code defines, found by reading it.
-#[derive(Default)]
+/// The Rust sources, searched as text.
 struct Code {
-    /// Struct, enum, trait and type names.
-    types: BTreeSet<String>,
-    /// Type or trait → the `fn`s of its impls (and of the trait itself).
-    methods: BTreeMap<String, BTreeSet<String>>,
-    /// Every `fn` name, with the files that define one.
-    fns: BTreeMap<String, BTreeSet<PathBuf>>,
-    /// Fields, parameters and `let` bindings.
-    bindings: BTreeSet<String>,
-    /// Names called in `src/` and `examples/`: `name(`, `.name(`, `::name(`.
-    called: BTreeSet<String>,
-    /// The code of `src/` and `examples/`, comments and literals blanked.
-    calls_in: Vec<String>,
+    texts: Vec<String>,
 }
 
 impl Code {
     fn read() -> Code {
-        let mut files = Vec::new();
-        for dir in ["src", "examples", "tests"] {
-            rust_under(&root().join(dir), &mut files);
+        let mut texts = Vec::new();
+        for dir in ["src", "examples", "tests", "bench/src"] {
+            rust_under(&root().join(dir), &mut texts);
         }
-        let mut code = Code::default();
-        for (path, text) in &files {
-            let src = code_only(text);
-            let in_tests = path.starts_with(root().join("tests"));
-            if !in_tests {
-                code.calls_in.push(src.clone());
-                let b = src.as_bytes();
-                for (at, _) in src.match_indices('(') {
-                    let len = b[..at].iter().rev().take_while(|&&c| is_ident(c)).count();
-                    if len > 0 {
-                        code.called.insert(src[at - len..at].to_string());
-                    }
-                }
-            }
-            for kw in ["struct", "enum", "trait", "type"] {
-                for at in keyword_positions(&src, kw) {
-                    let rest = &src[at + kw.len()..];
-                    let name_at = at + kw.len() + rest.len() - rest.trim_start().len();
-                    if let Some(name) = ident_at(&src, name_at) {
-                        code.types.insert(name.to_string());
-                    }
-                }
-            }
-            for at in keyword_positions(&src, "fn") {
-                let rest = &src[at + 2..];
-                let name_at = at + 2 + rest.len() - rest.trim_start().len();
-                if let Some(name) = ident_at(&src, name_at) {
-                    code.fns
-                        .entry(name.to_string())
-                        .or_default()
-                        .insert(path.clone());
-                }
-            }
-            for kw in ["impl", "trait"] {
-                for at in keyword_positions(&src, kw) {
-                    let Some(open) = src[at..].find(['{', ';']).map(|n| at + n) else {
-                        continue;
-                    };
-                    if src.as_bytes()[open] != b'{' {
-                        continue;
-                    }
-                    let header = &src[at + kw.len()..open];
-                    let end = block_end(&src, open);
-                    let methods = fns_in_block(&src, open, end);
-                    let (trait_part, self_part) = match keyword_positions(header, "for").next() {
-                        Some(f) if kw == "impl" => (Some(&header[..f]), &header[f + 3..]),
-                        _ => (None, header),
-                    };
-                    for owner in [trait_part.and_then(type_name), type_name(self_part)]
-                        .into_iter()
-                        .flatten()
-                    {
-                        code.methods
-                            .entry(owner)
-                            .or_default()
-                            .extend(methods.iter().cloned());
-                    }
-                }
-            }
-            // Fields and parameters (`name: Type`), `let` bindings.
-            let b = src.as_bytes();
-            for (at, _) in src.match_indices(':') {
-                let before = src[..at].trim_end();
-                let after = b.get(at + 1).copied();
-                if after == Some(b':') || before.ends_with(':') {
-                    continue;
-                }
-                let start = before.bytes().rev().take_while(|&c| is_ident(c)).count();
-                if start > 0 {
-                    code.bindings
-                        .insert(before[before.len() - start..].to_string());
-                }
-            }
-            for at in keyword_positions(&src, "let") {
-                let rest = src[at + 3..].trim_start();
-                let rest = rest.strip_prefix("mut ").unwrap_or(rest).trim_start();
-                let len = rest.bytes().take_while(|&c| is_ident(c)).count();
-                if len > 0 {
-                    code.bindings.insert(rest[..len].to_string());
-                }
-            }
-        }
-        code
+        Code { texts }
     }
 
-    /// Files and folders of `src/` that are modules: `sys` → `src/sys.rs`.
-    fn module_files(&self, module: &str) -> Vec<PathBuf> {
+    /// Whether `needle` occurs with no identifier character just before it
+    /// (so `fn read(` is not found in `fn spread(`).
+    fn has(&self, needle: &str) -> bool {
+        self.texts.iter().any(|text| {
+            text.match_indices(needle)
+                .any(|(at, _)| at == 0 || !is_ident(text.as_bytes()[at - 1]))
+        })
+    }
+
+    fn is_module(name: &str) -> bool {
         let src = root().join("src");
-        [src.join(format!("{module}.rs")), src.join(module)]
-            .into_iter()
-            .filter(|p| p.exists())
-            .collect()
+        src.join(format!("{name}.rs")).exists() || src.join(name).is_dir()
     }
 
-    /// Why `span` (a function-like name, call arguments removed) does not
-    /// name a function of the code, or `None` if it does.
-    fn check_function(&self, path: &[&str]) -> Option<String> {
-        // `crate::sys::unacked_bytes` is `sys::unacked_bytes`.
-        let path = match path {
-            ["crate" | "reactor_echo", rest @ ..] if !rest.is_empty() => rest,
-            _ => path,
-        };
-        let name = *path.last()?;
-        if !self.module_files(name).is_empty() && !self.fns.contains_key(name) {
-            // A module named as a path: `crate::timers`.
-            return None;
-        }
-        if path.len() == 1 {
-            let known = self.fns.contains_key(name)
-                || self.called.contains(name)
-                || NOT_RUST.contains(&name);
-            return (!known).then(|| {
-                format!("no `fn {name}` in src/, examples/ or tests/, and no call of it in src/ or examples/")
-            });
-        }
-        let owner = path[path.len() - 2];
-        if self.types.contains(owner) {
-            let defined = self.methods.get(owner).is_some_and(|m| m.contains(name));
-            return (!defined)
-                .then(|| format!("no `fn {name}` in an impl of `{owner}` or in trait `{owner}`"));
-        }
-        let files = self.module_files(owner);
-        if !files.is_empty() {
-            let defined = self
-                .fns
-                .get(name)
-                .is_some_and(|at| at.iter().any(|p| files.iter().any(|f| p.starts_with(f))));
-            let is_module = !self.module_files(name).is_empty();
-            return (!defined && !is_module)
-                .then(|| format!("no `fn {name}` in module `{owner}` (src/{owner})"));
-        }
-        // A type from outside the workspace: the code must call it, as
-        // `Type::name(…)` or as a method, `.name(…)`.
-        let call = format!("{owner}::{name}(");
-        let method = format!(".{name}(");
-        (!self
-            .calls_in
+    fn defined_or_called(&self, name: &str) -> bool {
+        NOT_RUST.contains(&name)
+            || Self::is_module(name)
+            || [
+                format!("fn {name}("),
+                format!("fn {name}<"),
+                format!("{name}("),
+                format!(".{name}("),
+                format!("::{name}("),
+            ]
             .iter()
-            .any(|c| c.contains(&call) || c.contains(&method)))
-        .then(|| {
-            format!(
-                "`{owner}` is not defined here and the code never calls `{call}…)` or `{method}…)`"
-            )
+            .any(|needle| self.has(needle))
+    }
+
+    /// Why the function name `path` (segments, call arguments removed)
+    /// names nothing in the code, or `None` if it does.
+    fn check_function(&self, path: &[&str]) -> Option<String> {
+        let name = *path.last()?;
+        (!self.defined_or_called(name)).then(|| {
+            format!("no `fn {name}`, call of it or module of that name in src/, examples/, tests/ or bench/")
         })
     }
 
     fn check_code_name(&self, name: &str) -> Option<String> {
-        let known = self.fns.contains_key(name)
-            || self.called.contains(name)
-            || self.bindings.contains(name)
-            || NOT_RUST.contains(&name);
+        let known = self.defined_or_called(name)
+            || [
+                format!("{name}:"),
+                format!("let {name}"),
+                format!("let mut {name}"),
+            ]
+            .iter()
+            .any(|needle| self.has(needle));
         (!known).then(|| {
             format!(
-                "`{name}` is no fn, field, parameter or binding in src/, examples/ or tests/, \
-                 and nothing calls it in src/ or examples/"
+                "`{name}` is no fn, call, field, parameter or binding in src/, examples/, tests/ or bench/"
             )
         })
     }
@@ -876,13 +581,19 @@ fn spans_are_classified_by_shape() {
             "{not_a_name}"
         );
     }
-    let code = code_only(
-        "fn a() { let s = \"fn b() {\"; /* fn c */ } // fn d\nfn e<'x>(c: char) { '}'; }",
+    let code = Code {
+        texts: vec!["fn spread(x: u8) { let mut total = 0; helper::go(x); }".into()],
+    };
+    assert!(code.check_function(&["spread"]).is_none());
+    assert!(code.check_function(&["Stats", "spread"]).is_none());
+    assert!(code.check_function(&["go"]).is_none(), "a call counts");
+    assert!(
+        code.check_function(&["ead"]).is_some(),
+        "`ead(` inside `spread(` is not a call"
     );
-    assert!(code.contains("fn a") && code.contains("fn e"));
-    assert!(!code.contains("fn b") && !code.contains("fn c") && !code.contains("fn d"));
-    assert_eq!(type_name("<H: Handler> Server<H> "), Some("Server".into()));
-    assert_eq!(type_name(" fmt::Display "), Some("Display".into()));
+    assert!(code.check_code_name("total").is_none());
+    assert!(code.check_code_name("x").is_none());
+    assert!(code.check_code_name("no_such").is_some());
     let (spans, links) = scan_markdown(
         "| topic | functions |\n|---|---|\n| a | `settle`, `Connection::write_out` |\n\n\
          Call `resume_readers` and\n`peer_closed`; see [x](../src/sys.rs).\n```\n`not_this`\n```\n",

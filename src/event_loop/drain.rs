@@ -165,7 +165,7 @@ impl<H: Handler> Server<H> {
         let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
         for id in ids {
             self.begin_close(id, CloseReason::Drain);
-            self.settle(id);
+            self.write_and_advance(id);
         }
     }
 

@@ -150,7 +150,7 @@ impl<H: Handler> Server<H> {
                     // of a worker that died): it is drained like the rest.
                     Some(id) if self.drain.is_some() => {
                         self.begin_close(id, CloseReason::Drain);
-                        self.settle(id);
+                        self.write_and_advance(id);
                     }
                     Some(_) => {}
                 },

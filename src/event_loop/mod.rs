@@ -10,15 +10,42 @@
 //! reactor-echo --log-level trace   # the loop narrates its work
 //! ```
 //!
-//! One turn of the loop (`Server::run`, below):
-//! 1. `poll` blocks until a socket is ready, a signal arrives, or the nearest
-//!    deadline passes (none: it blocks indefinitely).
-//! 2. For each event, one `match` on its token: the listener accepts, the
-//!    signal pipe starts a drain, a connection reads frames, hands them to
-//!    the [`Handler`] and writes the replies at once, in the same turn (only
-//!    a partial write waits for a writable event).
-//! 3. Connections that were paused for backpressure and have drained are
-//!    read again; expired timers fire; a finished drain ends the loop.
+//! One turn of the loop ([`Server::serve`], below), in a fixed order of
+//! phases, as Redis's `aeProcessEvents` and nginx's cycle run:
+//!
+//! ```text
+//! poll_once -> for each event: dispatch(event) -> before_sleep()
+//! ```
+//!
+//! 1. [`Server::poll_once`] blocks until a socket is ready, a signal
+//!    arrives, or the nearest deadline passes (none: it blocks indefinitely).
+//! 2. [`Server::dispatch`]: one `match` on each event's token. The listener
+//!    accepts, the signal pipe starts a drain, a connection reads frames,
+//!    hands them to the [`Handler`] and writes the replies at once, in the
+//!    same turn (only a partial write waits for a writable event).
+//! 3. [`Server::before_sleep`]: connections that were paused for
+//!    backpressure and have drained, or ran out of read budget, are read
+//!    again; expired timers fire; a finished drain ends the loop.
+//!
+//! Each piece of that work (an event, a resumed read, a timer) runs inside
+//! [`Server::work`], which writes out the output it queued and, at
+//! `--log-level trace`, narrates it: the one place for both.
+//!
+//! The life of one echo, from the socket back to the socket:
+//!
+//! ```text
+//! dispatch                    the connection's token came up readable
+//!  └ connection_event         (read.rs) still the connection the token names?
+//!     ├ read_input            read until a short read, EAGAIN or EOF
+//!     │  ├ deliver            cut frames (framing.rs), Handler::on_frame
+//!     │  │  └ Context::send   queue the echo, put the connection on the flush list
+//!     │  └ flush_replies_of   (write.rs) write each connection on the list;
+//!     │     └ write_and_advance  write_pending, wake_waiters_if_drained, advance_close
+//!     │                      backed up past the high-water mark? pause the reader
+//!     └ write_and_advance     whatever is still pending; move a close along
+//! ... later: the peer's EOF (read 0) -> HalfClosed -> output flushed ->
+//!     advance_close -> destroy (close.rs): the fd is closed, FIN goes out
+//! ```
 //!
 //! Every socket is registered once, edge-triggered, for READABLE | WRITABLE,
 //! and never re-registered. Under edge triggering each wakeup reports the
@@ -29,18 +56,11 @@
 //! costs no wakeups of its own, and steady state makes no `epoll_ctl` calls.
 //!
 //! The rest of the loop lives next door, one concern per file, each an
-//! `impl Server` block:
-//!
-//! | file | what it does | explained in |
-//! |---|---|---|
-//! | `accept.rs` | accepting, the connection cap, running out of fds (EMFILE) | `docs/architecture.md` |
-//! | `read.rs` | a connection's event: reading, framing, delivering frames, EOF | `docs/framing.md`, `docs/syscalls.md` |
-//! | `write.rs` | writing replies, backpressure (pause and resume) | `docs/architecture.md` |
-//! | `close.rs` | closing: the lingering close, FIN, RST when cut off | `docs/shutdown.md` |
-//! | `drain.rs` | signals and the graceful drain (shutdown) | `docs/shutdown.md` |
-//! | `timeouts.rs` | timers: idle timeout, close deadlines, accept retry | `docs/architecture.md` |
-//! | `observe.rs` | the stats snapshot (SIGUSR1) and trace narration | `README.md` |
-//! | `mailbox.rs` | a worker of `--workers`: connections and signals from the coordinator | `docs/architecture.md` |
+//! `impl Server` block whose header says what it holds: [`accept`] (and
+//! EMFILE), [`read`], [`write`](mod@write) (and backpressure), [`close`], [`drain`]
+//! (and signals), [`timeouts`], [`observe`] (stats and narration) and
+//! [`mailbox`] (a worker of `--workers`). `docs/architecture.md` maps every
+//! file of the crate, with the functions to start from.
 
 mod accept;
 mod close;
@@ -55,7 +75,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use log::{Level, info, log_enabled, trace};
+use log::{Level, info, log_enabled};
+use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
@@ -77,6 +98,7 @@ use drain::Drain;
 pub use drain::DrainReport;
 pub(crate) use drain::read_signals;
 pub(crate) use mailbox::{DoneCount, Exit, FromWorker, Mailbox, ToWorker};
+use observe::Work;
 use read::Readiness;
 
 // Reserved tokens. Connection tokens carry a slab key in their low 32 bits
@@ -129,6 +151,8 @@ pub struct Server<H: Handler> {
     drain: Option<Drain>,
     report: DrainReport,
     stats: Stats,
+    /// `--log-level trace` is on: narrate this turn (read once per turn).
+    narrating: bool,
 }
 
 impl<H: Handler> Server<H> {
@@ -202,6 +226,7 @@ impl<H: Handler> Server<H> {
             drain: None,
             report: DrainReport::default(),
             stats: Stats::default(),
+            narrating: false,
         }
     }
 
@@ -224,48 +249,72 @@ impl<H: Handler> Server<H> {
         self.serve().map(|_| ())
     }
 
-    /// The loop itself.
+    /// The loop itself: one turn is poll, dispatch each event, then the
+    /// work that waits for the end of the turn (Redis's `aeProcessEvents`
+    /// and its `beforeSleep`, in nginx's fixed order).
     fn serve(&mut self) -> io::Result<DrainReport> {
         let mut events = Events::with_capacity(EVENTS_PER_POLL);
         loop {
-            let timeout = self.poll_timeout();
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                // A signal landed while we slept; its byte is in the
-                // socketpair and shows up as an event on the next poll.
-                Err(ref e) if interrupted(e) => {}
-                Err(e) => return Err(e),
-            }
-            self.now = Instant::now();
-            self.stats.loop_turns += 1;
-            // Checked once per turn: narration costs nothing below `trace`.
-            let narrate = log_enabled!(Level::Trace);
-            if narrate {
-                let n = events.iter().count();
-                trace!(
-                    "turn {}: {n} events (timeout {timeout:?})",
-                    self.stats.loop_turns
-                );
-            }
+            self.poll_once(&mut events)?;
             for event in events.iter() {
-                self.stats.events += 1;
-                let before = narrate.then_some(self.stats);
-                match event.token() {
-                    LISTENER => self.accept_all(),
-                    SIGNALS => self.handle_signals(),
-                    MAILBOX => self.read_mail(),
-                    token => self.connection_event(ConnId::from_token(token), Readiness::of(event)),
-                }
-                self.flush_dirty(None);
-                if let Some(before) = before {
-                    self.narrate(event, &before);
-                }
+                self.dispatch(event);
             }
-            self.resume_readers();
-            self.run_timers();
-            if let Some(report) = self.finish_drain() {
+            if let Some(report) = self.before_sleep() {
                 return Ok(report);
             }
+        }
+    }
+
+    /// Waits for events, or the nearest deadline, and reads the clock.
+    fn poll_once(&mut self, events: &mut Events) -> io::Result<()> {
+        let timeout = self.poll_timeout();
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            // A signal landed while we slept; its byte is in the
+            // socketpair and shows up as an event on the next poll.
+            Err(ref e) if interrupted(e) => {}
+            Err(e) => return Err(e),
+        }
+        self.now = Instant::now();
+        self.stats.loop_turns += 1;
+        // Checked once per turn: narration costs nothing below `trace`.
+        self.narrating = log_enabled!(Level::Trace);
+        if self.narrating {
+            self.narrate_turn(events.iter().count(), timeout);
+        }
+        Ok(())
+    }
+
+    /// One event, one `match` on its token.
+    fn dispatch(&mut self, event: &Event) {
+        self.stats.events += 1;
+        self.work(Work::Event(event), |server| match event.token() {
+            LISTENER => server.accept_all(),
+            SIGNALS => server.handle_signals(),
+            MAILBOX => server.read_mail(),
+            token => server.connection_event(ConnId::from_token(token), Readiness::of(event)),
+        });
+    }
+
+    /// The end of a turn, once every event is handled: read again the
+    /// connections that were paused or ran out of read budget, fire the
+    /// timers that are due, and end a drain that has finished.
+    fn before_sleep(&mut self) -> Option<DrainReport> {
+        self.resume_readers();
+        self.run_timers();
+        self.finish_drain()
+    }
+
+    /// Does one piece of the turn's work (an event, a resumed read, a
+    /// timer), then writes the output it queued anywhere, so that every
+    /// reply goes out before the loop moves on. At `--log-level trace`,
+    /// narrates what it did: the one place the loop's work is narrated.
+    fn work(&mut self, what: Work<'_>, act: impl FnOnce(&mut Self)) {
+        let before = self.narrating.then_some(self.stats);
+        act(self);
+        self.flush_all();
+        if let Some(before) = before {
+            self.narrate(what, &before);
         }
     }
 

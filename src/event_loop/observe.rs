@@ -1,8 +1,9 @@
 //! Watching the loop work: the stats snapshot (SIGUSR1, and the line at
-//! exit) and, at `--log-level trace`, the narration: one line per event,
-//! per connection read again by `resume_readers` and per timer that fired
-//! (here), and one per read and write call, with short reads, short writes
-//! and `EAGAIN` (in `read.rs` and `connection.rs`).
+//! exit) and, at `--log-level trace`, the narration: one line per turn and
+//! one per piece of work (an event, a connection read again by
+//! `resume_readers`, a timer that fired), all written here and called from
+//! one place, `Server::work`; and one per read and write call, with short
+//! reads, short writes and `EAGAIN` (in `read.rs` and `connection.rs`).
 //!
 //! Every narration line is a `trace!`, so below `trace` it costs one
 //! comparison and formats nothing; the lines here, which build strings,
@@ -10,6 +11,8 @@
 //! connection by serial (`#3`), slab key and raw token (the `data.u64` that
 //! strace prints for `epoll_wait`), and per-call lines by fd, so a log and
 //! an strace of the same run can be read side by side.
+
+use std::time::Duration;
 
 use log::trace;
 use mio::event::Event;
@@ -34,11 +37,31 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// One trace line per event: what the loop saw and what it did.
-    ///
+    /// The line that opens a turn.
+    pub(super) fn narrate_turn(&self, events: usize, timeout: Option<Duration>) {
+        trace!(
+            "turn {}: {events} events (timeout {timeout:?})",
+            self.stats.loop_turns
+        );
+    }
+
+    /// One trace line per piece of work: what the loop saw and what it did,
+    /// from the counters `before` it and now.
+    pub(super) fn narrate(&mut self, work: Work<'_>, before: &Stats) {
+        match work {
+            Work::Event(event) => self.narrate_event(event, before),
+            Work::Resume(id) => self.narrate_conn("resume ", "", id, before),
+            Work::Timer { what, conn } => self.narrate_conn(what, "", conn, before),
+            Work::AcceptRetry => trace!(
+                "  timer accept retry: accepted {}",
+                self.stats.accepted - before.accepted
+            ),
+        }
+    }
+
     /// The raw token is printed as epoll returns it (`data.u64` in strace),
     /// so a line here can be matched to its `epoll_wait` line in a trace.
-    pub(super) fn narrate(&mut self, event: &Event, before: &Stats) {
+    fn narrate_event(&mut self, event: &Event, before: &Stats) {
         let mut ready = String::new();
         for (flag, name) in [
             (event.is_readable(), "R"),
@@ -71,17 +94,14 @@ impl<H: Handler> Server<H> {
             _ if ConnId::from_token(token).key() >= Config::MAX_CONNECTIONS_LIMIT => {
                 trace!("  token {} {ready}", token.0)
             }
-            _ => self.narrate_conn("", &ready, ConnId::from_token(token), before),
+            _ => {
+                let ready = format!(" {ready}");
+                self.narrate_conn("", &ready, ConnId::from_token(token), before)
+            }
         }
     }
 
-    /// One trace line for work the loop did on a connection outside an
-    /// event of its own (`resume_readers`, a timer): `what` says which.
-    pub(super) fn narrate_work(&mut self, what: &str, id: ConnId, before: &Stats) {
-        self.narrate_conn(what, "", id, before);
-    }
-
-    /// `  {what} #serial (key, token) {ready}: read, frames, wrote; what is left`.
+    /// `  {what}#serial (key, token){ready}: read, frames, wrote; what is left`.
     fn narrate_conn(&mut self, what: &str, ready: &str, id: ConnId, before: &Stats) {
         let s = &self.stats;
         let (read, wrote, frames) = (
@@ -93,20 +113,23 @@ impl<H: Handler> Server<H> {
             Some(c) => format!("{} B pending, {}", c.output.len(), c.state),
             None => "closed".to_string(),
         };
-        let what = if what.is_empty() {
-            String::new()
-        } else {
-            format!("{what} ")
-        };
-        let ready = if ready.is_empty() {
-            String::new()
-        } else {
-            format!(" {ready}")
-        };
         trace!(
             "  {what}{id} (key {}, token {}){ready}: read {read} B, {frames} frames, wrote {wrote} B; {after}",
             id.key(),
             id.token().0
         );
     }
+}
+
+/// A piece of the loop's work, as `Server::work` narrates it.
+#[derive(Clone, Copy)]
+pub(super) enum Work<'a> {
+    /// An event from `poll`.
+    Event(&'a Event),
+    /// A connection read again before the loop sleeps (`resume_readers`).
+    Resume(ConnId),
+    /// A timer for a connection; `what` names it, with a trailing space.
+    Timer { what: &'static str, conn: ConnId },
+    /// The timer that retries `accept` after a failure.
+    AcceptRetry,
 }

@@ -10,11 +10,11 @@ use std::io::Read;
 use std::ops::ControlFlow;
 use std::os::fd::AsRawFd;
 
-use log::{Level, debug, log_enabled, trace, warn};
+use log::{debug, trace, warn};
 use mio::event::Event;
 
 use super::close::Ending;
-use super::{READS_PER_TURN, Server};
+use super::{READS_PER_TURN, Server, Work};
 use crate::connection::{CloseReason, ConnId, State};
 use crate::framing::FrameAssembler;
 use crate::handler::{Context, Handler};
@@ -54,7 +54,7 @@ impl<H: Handler> Server<H> {
             return;
         };
         if ready.writable {
-            conn.write_ready = true;
+            conn.flags.write_ready = true;
         }
         if ready.error {
             // mio calls readiness flags hints; take_error says for sure.
@@ -68,7 +68,7 @@ impl<H: Handler> Server<H> {
         }
         // Writable (a full send buffer drained, or our FIN was acknowledged)
         // or not: write what is pending and move a close along.
-        self.settle(id);
+        self.write_and_advance(id);
     }
 
     /// Reads, cuts frames, hands them to the handler and writes the replies.
@@ -89,8 +89,8 @@ impl<H: Handler> Server<H> {
             let Some(conn) = self.conns.get_mut(id.key()).filter(|c| c.id == id) else {
                 return;
             };
-            // Backpressured: resumed later. Closing: `settle` reads and
-            // discards. Half-closed: nothing more can come.
+            // Backpressured: resumed later. Closing: `close_progress` reads
+            // and discards. Half-closed: nothing more can come.
             if conn.state != State::Open {
                 trace!("    {id}: not read ({})", conn.state);
                 return;
@@ -123,7 +123,7 @@ impl<H: Handler> Server<H> {
             self.stats.bytes_in += n as u64;
             self.deliver(id, n);
             // Write the replies now, in the same turn that read the request.
-            self.flush_dirty(Some(id));
+            self.flush_replies_of(id);
             if short && !until_would_block {
                 return;
             }
@@ -139,9 +139,9 @@ impl<H: Handler> Server<H> {
     /// from the turn before would be read twice over there.
     pub(super) fn queue_resume(&mut self, id: ConnId) {
         if let Some(conn) = self.conn_mut(id)
-            && !conn.resume_queued
+            && !conn.flags.resume_queued
         {
-            conn.resume_queued = true;
+            conn.flags.resume_queued = true;
             self.resume.push(id);
         }
     }
@@ -215,20 +215,15 @@ impl<H: Handler> Server<H> {
     /// queued again and waits for the next turn.
     pub(super) fn resume_readers(&mut self) {
         let ids = std::mem::take(&mut self.resume);
-        // Checked once per call: narration costs nothing below `trace`.
-        let narrate = log_enabled!(Level::Trace);
         for id in ids {
             let Some(conn) = self.conn_mut(id) else {
                 continue;
             };
-            conn.resume_queued = false;
-            let before = narrate.then_some(self.stats);
-            self.read_input(id, true);
-            self.settle(id);
-            self.flush_dirty(None);
-            if let Some(before) = before {
-                self.narrate_work("resume", id, &before);
-            }
+            conn.flags.resume_queued = false;
+            self.work(Work::Resume(id), |server| {
+                server.read_input(id, true);
+                server.write_and_advance(id);
+            });
         }
     }
 }

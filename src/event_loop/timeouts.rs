@@ -2,47 +2,37 @@
 //! retrying `accept` after a failure. Deadlines live in a heap
 //! (`crate::timers`), checked once per turn; the nearest one bounds `poll`'s
 //! timeout, so an idle server makes no syscalls at all. At `trace`, each
-//! timer that fires is narrated (`observe.rs`).
+//! timer that fires is narrated (`Server::work`, `observe.rs`).
 
-use log::{Level, debug, log_enabled, trace};
+use log::debug;
 
 use super::close::Ending;
-use super::{CLOSE_TIMEOUT, Server};
+use super::{CLOSE_TIMEOUT, Server, Work};
 use crate::connection::{CloseReason, ConnId, State};
 use crate::handler::Handler;
 use crate::timers::Timer;
 
 impl<H: Handler> Server<H> {
+    /// Fires every timer that is due, each as one piece of the turn's work
+    /// (`Server::work`): its output is written at once.
     pub(super) fn run_timers(&mut self) {
         if self.acceptor.pause_over(self.now) {
-            let before = self.stats.accepted;
-            self.accept_all();
-            trace!(
-                "  timer accept retry: accepted {}",
-                self.stats.accepted - before
-            );
+            self.work(Work::AcceptRetry, Self::accept_all);
         }
-        // Checked once per turn: narration costs nothing below `trace`.
-        let narrate = log_enabled!(Level::Trace);
         while let Some(timer) = self.timers.pop_expired(self.now) {
-            let before = narrate.then_some(self.stats);
-            let what = match timer {
-                Timer::Idle(id) => {
-                    self.idle_check(id);
-                    "timer idle"
-                }
-                Timer::CloseDeadline(id) => {
-                    if self.conn_mut(id).is_some() {
-                        debug!("{id} did not finish closing in {CLOSE_TIMEOUT:?}");
-                        self.destroy(id, Ending::CutOff);
-                    }
-                    "timer close deadline"
-                }
+            let (what, conn) = match timer {
+                Timer::Idle(id) => ("timer idle ", id),
+                Timer::CloseDeadline(id) => ("timer close deadline ", id),
             };
-            self.flush_dirty(None);
-            if let Some(before) = before {
-                self.narrate_work(what, timer.conn(), &before);
-            }
+            self.work(Work::Timer { what, conn }, |server| match timer {
+                Timer::Idle(id) => server.idle_check(id),
+                Timer::CloseDeadline(id) => {
+                    if server.conn_mut(id).is_some() {
+                        debug!("{id} did not finish closing in {CLOSE_TIMEOUT:?}");
+                        server.destroy(id, Ending::CutOff);
+                    }
+                }
+            });
         }
         let conns = &self.conns;
         self.timers.compact(conns.len(), |id| {
@@ -69,6 +59,6 @@ impl<H: Handler> Server<H> {
         }
         debug!("{id} idle for {idle:?}");
         self.begin_close(id, CloseReason::IdleTimeout);
-        self.settle(id);
+        self.write_and_advance(id);
     }
 }
