@@ -36,6 +36,7 @@
 //! | `echo.rs` | the echo application |
 //! | `timers.rs`, `throttle.rs`, `stats.rs` | deadlines, rate-limited logs, counters |
 //! | `fd_limit.rs`, `sys.rs` | the open-file limit; the only `unsafe` |
+//! | `activation.rs`, `notify.rs`, `pid_file.rs` | under a supervisor: an inherited listener (`LISTEN_FDS`), readiness (sd_notify), `--pid-file` |
 //!
 //! ## Writing a handler
 //! The loop cuts input into frames and calls your [`Handler`] for each; you
@@ -67,6 +68,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activation;
 mod config;
 mod connection;
 mod echo;
@@ -76,6 +78,8 @@ pub mod framing;
 mod handler;
 mod io_util;
 mod listener;
+pub mod notify;
+pub mod pid_file;
 mod stats;
 mod sys;
 mod throttle;

@@ -149,6 +149,22 @@ impl<H: Handler> Server<H> {
         Err(last_err)
     }
 
+    /// Serves on `listener`, a socket that is already listening (one
+    /// inherited under socket activation: `activation.rs`), instead of
+    /// binding one. Otherwise as [`Server::bind`].
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: Config,
+        handler: H,
+    ) -> io::Result<Self> {
+        config
+            .validate()
+            .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
+        // mio requires it, and an inherited socket may arrive blocking.
+        listener.set_nonblocking(true)?;
+        Self::with_listener(TcpListener::from_std(listener), config, handler)
+    }
+
     fn with_listener(mut listener: TcpListener, config: Config, handler: H) -> io::Result<Self> {
         fit_fd_limit(config.max_connections);
         let poll = Poll::new()?;

@@ -181,6 +181,7 @@ impl Coordinator {
     fn start_drain(&mut self, signal: &'static str) {
         self.draining = true;
         self.acceptor.close();
+        crate::notify::stopping(self.open());
         let deadline = self.now + self.drain_timeout;
         info!(
             "{signal}: draining {} connections on {} workers (deadline {:?}); send it again to exit at once",

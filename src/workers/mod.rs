@@ -142,6 +142,44 @@ where
         let Some(listener) = bound else {
             return Err(last_err);
         };
+        Self::with_listener(listener, config, count, new_handler)
+    }
+
+    /// Serves on `listener`, a socket that is already listening (one
+    /// inherited under socket activation: `activation.rs`), instead of
+    /// binding one. Otherwise as [`Workers::bind`].
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: Config,
+        count: usize,
+        new_handler: F,
+    ) -> io::Result<Self> {
+        config
+            .validate()
+            .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
+        if count < 2 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "Workers needs at least 2 workers; run a Server for one",
+            ));
+        }
+        // mio requires it, and an inherited socket may arrive blocking.
+        listener.set_nonblocking(true)?;
+        Self::with_listener(
+            mio::net::TcpListener::from_std(listener),
+            config,
+            count,
+            new_handler,
+        )
+    }
+
+    /// The rest of `bind` and `from_listener`, once there is a listener.
+    fn with_listener(
+        listener: mio::net::TcpListener,
+        config: Config,
+        count: usize,
+        new_handler: F,
+    ) -> io::Result<Self> {
         fit_fd_limit(config.max_connections);
         let poll = Poll::new()?;
         let local_addr = listener.local_addr()?;
