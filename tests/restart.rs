@@ -362,3 +362,39 @@ fn a_pid_file_that_cannot_be_written_stops_the_start() {
     );
     assert!(!err.contains("listening on"), "it must not serve");
 }
+
+/// The value of `key=` in a systemd unit file's text (first occurrence).
+fn unit_setting<'a>(unit: &'a str, key: &str) -> &'a str {
+    unit.lines()
+        .find_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+        .trim()
+}
+
+#[test]
+fn the_systemd_units_fit_the_server() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/systemd");
+    let service = std::fs::read_to_string(format!("{dir}/reactor-echo.service")).unwrap();
+    let socket = std::fs::read_to_string(format!("{dir}/reactor-echo.socket")).unwrap();
+    assert_eq!(unit_setting(&service, "Type"), "notify");
+    assert_eq!(unit_setting(&service, "KillSignal"), "SIGTERM");
+    // systemd must not kill the server before its drain deadline passes.
+    let exec: Vec<&str> = unit_setting(&service, "ExecStart")
+        .split_whitespace()
+        .collect();
+    let drain: f64 = exec
+        .iter()
+        .position(|a| *a == "--drain-timeout")
+        .and_then(|i| exec.get(i + 1))
+        .expect("ExecStart passes --drain-timeout")
+        .parse()
+        .unwrap();
+    let stop: f64 = unit_setting(&service, "TimeoutStopSec").parse().unwrap();
+    assert!(
+        stop > drain,
+        "TimeoutStopSec {stop} must exceed --drain-timeout {drain}"
+    );
+    // One socket, passed as a listener (not one connection per process).
+    assert_eq!(socket.matches("\nListenStream=").count(), 1);
+    assert!(!socket.contains("Accept=yes"));
+}
