@@ -250,18 +250,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    match notify::init_from_env() {
-        Ok(_) => {}
-        Err(msg) => warn!("{msg}; not notifying"),
+    // Best effort, as sd_notify is: a bad NOTIFY_SOCKET is logged, not fatal.
+    if let Err(msg) = notify::init_from_env() {
+        warn!("{msg}; not notifying");
     }
 
-    // One loop: the listener, the signals and every connection in one
-    // thread. Several: a coordinator hands clients to N loops.
     // What the error names if serving cannot start.
     let listen = match inherited {
         Some(_) => "the inherited fd 3",
         None => cli.listen.text.as_str(),
     };
+    // One loop: the listener, the signals and every connection in one
+    // thread. Several: a coordinator hands clients to N loops.
     let (local_addr, run): (_, Box<dyn FnOnce() -> io::Result<DrainReport>>) = if cli.workers == 1 {
         let server = match inherited {
             Some(listener) => Server::from_listener(listener, config.clone(), Echo),

@@ -97,7 +97,8 @@ fn serves_on_an_inherited_listener_and_its_waiting_connects() {
         // Connected before the server exists: the kernel completes the
         // handshake and the connection waits in the socket's accept queue.
         let mut early = connect(addr);
-        std::io::Write::write_all(&mut early, b"sent before the server started\n").unwrap();
+        let line = b"sent before the server started\n";
+        std::io::Write::write_all(&mut early, line).unwrap();
 
         // --listen names an address this machine does not have (TEST-NET-1):
         // binding it would fail, so starting at all shows it was not bound.
@@ -117,8 +118,8 @@ fn serves_on_an_inherited_listener_and_its_waiting_connects() {
         );
 
         assert_eq!(
-            read_n(&mut early, 31),
-            b"sent before the server started\n",
+            read_n(&mut early, line.len()),
+            line,
             "{workers:?}: the queued connect is served"
         );
         let mut late = server.connect();
