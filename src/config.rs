@@ -48,6 +48,12 @@ impl Config {
     /// Longest timeout: deadlines are `Instant`s, which must not overflow.
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(1_000_000_000);
 
+    /// [`Config::validate`], as the `InvalidInput` error that `bind` returns.
+    pub(crate) fn check(&self) -> std::io::Result<()> {
+        self.validate()
+            .map_err(|msg| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg))
+    }
+
     /// Checks the settings fit together; the message names the bad one.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_frame == 0 {

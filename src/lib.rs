@@ -54,6 +54,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod activation;
 mod config;
 mod connection;
 mod echo;
@@ -63,6 +64,8 @@ pub mod framing;
 mod handler;
 mod io_util;
 mod listener;
+pub mod notify;
+pub mod pid_file;
 mod stats;
 mod sys;
 mod throttle;

@@ -20,6 +20,31 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// while we are busy, before it starts dropping SYNs.
 pub const DEFAULT_BACKLOG: u32 = 1024;
 
+/// Listens on the first of `addrs` that can be bound (as `listen` does);
+/// the last error if none can.
+pub fn listen_on_first(
+    addrs: &[SocketAddr],
+    backlog: u32,
+    send_buffer: Option<usize>,
+) -> io::Result<TcpListener> {
+    let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on");
+    for addr in addrs {
+        match listen(*addr, backlog, send_buffer) {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last_err = e,
+        }
+    }
+    Err(last_err)
+}
+
+/// Takes over a socket that is already listening (one inherited under
+/// socket activation, `activation.rs`). mio requires it non-blocking, and
+/// an inherited socket may arrive blocking.
+pub fn adopt(listener: std::net::TcpListener) -> io::Result<TcpListener> {
+    listener.set_nonblocking(true)?;
+    Ok(TcpListener::from_std(listener))
+}
+
 /// Binds `addr` and listens with `backlog`. With `send_buffer`, sets
 /// `SO_SNDBUF` on the listener; accepted sockets inherit it (and the kernel's
 /// send-buffer autotuning is off for them, as with nginx's `sndbuf=`).

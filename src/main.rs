@@ -4,19 +4,25 @@
 //! reactor-echo --listen 127.0.0.1:8000      # then: nc 127.0.0.1 8000
 //! ```
 //!
+//! Under a supervisor it serves on an inherited socket (`LISTEN_FDS`, see
+//! `activation.rs`), reports readiness (`NOTIFY_SOCKET`, `notify.rs`) and
+//! writes `--pid-file` (`pid_file.rs`); `docs/restart.md` explains them.
+//!
 //! Exit status: 0 after a complete drain; 1 for a fatal start-up error (for
-//! example, the address is in use) or a failure of the loop at run time; 2
-//! for a bad command line; 3 when the drain deadline or a second signal cut
-//! off connections with output undelivered, or when, with `--workers`, a
-//! worker stuck past the deadline was left behind; 4 when, with `--workers`,
-//! a worker panicked or its loop failed (it was replaced, and the process
-//! served on until it was stopped).
+//! example, the address is in use, or the pid file cannot be written) or a
+//! failure of the loop at run time; 2 for a bad command line or a bad
+//! inherited socket (`LISTEN_FDS`); 3 when the drain deadline or a second
+//! signal cut off connections with output undelivered, or when, with
+//! `--workers`, a worker stuck past the deadline was left behind; 4 when,
+//! with `--workers`, a worker panicked or its loop failed (it was replaced,
+//! and the process served on until it was stopped).
 //!
 //! A stuck worker's thread is still running when `run` returns: returning
 //! from `main` ends the process, and that thread with it.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,11 +32,14 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use clap::{CommandFactory, Parser};
 use log::{LevelFilter, Log, Metadata, Record, debug, error, info, warn};
 use reactor_echo::framing::Framing;
-use reactor_echo::{Config, DrainReport, Echo, Server, Workers};
+use reactor_echo::pid_file::PidFile;
+use reactor_echo::{Config, DrainReport, Echo, Server, Workers, activation, notify};
 use simple_logger::SimpleLogger;
 
 /// Fatal error while starting (address in use, ...).
 const EXIT_START_FAILED: u8 = 1;
+/// Bad input: the command line (clap exits with it too) or `LISTEN_FDS`.
+const EXIT_BAD_INPUT: u8 = 2;
 /// The drain ended with connections cut off (deadline or second signal), or
 /// a worker was left behind, stuck.
 const EXIT_DRAIN_INCOMPLETE: u8 = 3;
@@ -45,9 +54,13 @@ const MAX_WORKERS: usize = 1024;
 /// byte for byte. SIGTERM, SIGINT, SIGQUIT or SIGHUP start a graceful
 /// drain; a second one exits at once; SIGUSR1 logs statistics.
 ///
+/// Started with LISTEN_FDS=1 and LISTEN_PID (socket activation), it serves
+/// on the inherited fd 3 and ignores --listen and --backlog. With
+/// NOTIFY_SOCKET set, it reports READY=1, STATUS and STOPPING=1 (sd_notify).
+///
 /// Exit status: 0 complete drain, 1 start-up error (or the loop failed),
-/// 2 bad command line, 3 drain cut short (deadline or second signal),
-/// 4 a worker failed (it was replaced).
+/// 2 bad command line or inherited socket, 3 drain cut short (deadline or
+/// second signal, or a stuck worker), 4 a worker failed (it was replaced).
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Cli {
@@ -90,6 +103,10 @@ struct Cli {
     /// Log level: off, error, warn, info, debug or trace [default: info, or as RUST_LOG says]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<LevelFilter>,
+
+    /// Write the process id to this file once listening; removed at exit
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
 }
 
 /// `--listen` as typed, and what it resolves to.
@@ -211,6 +228,10 @@ impl Log for SurviveClosedStderr {
 }
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: LISTEN_PID and LISTEN_FDS can be
+    // cleared from the environment only then, and fd 3 is taken before
+    // anything else could be opened there.
+    let activation = activation::take_from_env();
     let cli = Cli::parse();
     let config = Config {
         framing: cli.framing,
@@ -227,19 +248,57 @@ fn main() -> ExitCode {
             .exit();
     }
     init_logging(cli.log_level, cli.workers);
+    let inherited = match inherited_listener(activation, config.send_buffer) {
+        Ok(inherited) => inherited,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    // Best effort, as sd_notify is: a bad NOTIFY_SOCKET is logged, not fatal.
+    if let Err(msg) = notify::init_from_env() {
+        warn!("{msg}; not notifying");
+    }
 
+    // What the error names if serving cannot start.
+    let listen = match inherited {
+        Some(_) => "the inherited fd 3",
+        None => cli.listen.text.as_str(),
+    };
     // One loop: the listener, the signals and every connection in one
     // thread. Several: a coordinator hands clients to N loops.
     let (local_addr, run): (_, Box<dyn FnOnce() -> io::Result<DrainReport>>) = if cli.workers == 1 {
-        match Server::bind(&cli.listen.addrs, config.clone(), Echo) {
+        let server = match inherited {
+            Some(listener) => Server::from_listener(listener, config.clone(), Echo),
+            None => Server::bind(&cli.listen.addrs, config.clone(), Echo),
+        };
+        match server {
             Ok(server) => (server.local_addr(), Box::new(move || server.run())),
-            Err(e) => return cannot_listen(&cli.listen.text, e),
+            Err(e) => return cannot_listen(listen, e),
         }
     } else {
-        match Workers::bind(&cli.listen.addrs, config.clone(), cli.workers, |_| Echo) {
+        let echo = |_: usize| Echo;
+        let workers = match inherited {
+            Some(listener) => Workers::from_listener(listener, config.clone(), cli.workers, echo),
+            None => Workers::bind(&cli.listen.addrs, config.clone(), cli.workers, echo),
+        };
+        match workers {
             Ok(workers) => (workers.local_addr(), Box::new(move || workers.run())),
-            Err(e) => return cannot_listen(&cli.listen.text, e),
+            Err(e) => return cannot_listen(listen, e),
         }
+    };
+    // Once the listener is ready, before the "listening on" line: whoever
+    // reads the file finds a process that serves. Dropped (so removed) when
+    // main returns.
+    let _pid_file = match &cli.pid_file {
+        None => None,
+        Some(path) => match PidFile::create(path) {
+            Ok(pid_file) => Some(pid_file),
+            Err(e) => {
+                eprintln!("error: cannot write the pid file {}: {e}", path.display());
+                return ExitCode::from(EXIT_START_FAILED);
+            }
+        },
     };
     debug!("{config:?}");
     info!(
@@ -248,6 +307,7 @@ fn main() -> ExitCode {
         std::process::id()
     );
     info!("listening on {local_addr}");
+    notify::ready(local_addr);
     match run() {
         Ok(report) if report.workers_failed > 0 => ExitCode::from(EXIT_WORKER_FAILED),
         Ok(report) if report.is_complete() => ExitCode::SUCCESS,
@@ -257,6 +317,24 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_START_FAILED)
         }
     }
+}
+
+/// The socket passed under `LISTEN_FDS`, checked and ready, if one was
+/// passed (see `activation.rs`); the error is for exit status 2.
+fn inherited_listener(
+    activation: Result<activation::Activation, String>,
+    send_buffer: Option<usize>,
+) -> Result<Option<std::net::TcpListener>, String> {
+    let activation = activation?;
+    for note in &activation.notes {
+        info!("socket activation: {note}");
+    }
+    let Some(fd) = activation.fd else {
+        return Ok(None);
+    };
+    let listener = activation::listener(fd, send_buffer)?;
+    info!("socket activation: serving on the inherited fd 3; --listen and --backlog do not apply");
+    Ok(Some(listener))
 }
 
 fn cannot_listen(listen: &str, e: io::Error) -> ExitCode {

@@ -1,4 +1,5 @@
-//! The only `unsafe` in the crate: Linux calls that std does not wrap.
+//! The only `unsafe` in the crate: Linux calls that std does not wrap, and
+//! two things std marks `unsafe` that socket activation needs.
 //!
 //! - `SIOCOUTQ`: how many bytes of a TCP socket's output the peer has not yet
 //!   acknowledged. After `shutdown(Write)`, 0 means the peer holds every byte
@@ -7,10 +8,14 @@
 //! - `pthread_sigmask`: keeps signals away from a worker thread of `--workers`.
 //! - `TCP_INFO`: the send window and MSS of a connection, for the log line
 //!   of a connection the drain cuts off.
+//! - Taking ownership of a descriptor we inherited by number (fd 3, from
+//!   `LISTEN_FDS`), and clearing environment variables (`LISTEN_PID`, ...),
+//!   which is only sound while no other thread can read the environment.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bytes written to `socket` that the peer has not acknowledged yet (the FIN
 /// counts as one).
@@ -120,4 +125,58 @@ pub fn send_state(socket: &impl AsRawFd) -> io::Result<SendState> {
         mss: info.tcpi_snd_mss,
         unacked_segments: info.tcpi_unacked,
     })
+}
+
+/// The first descriptor of the `sd_listen_fds` convention: systemd passes
+/// sockets as 3, 4, ... (`SD_LISTEN_FDS_START`).
+pub const LISTEN_FDS_START: RawFd = 3;
+
+/// Whether `take_listen_fd` has handed out fd 3 already.
+static LISTEN_FD_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// Takes ownership of fd 3, the socket a launcher passed us under
+/// `LISTEN_FDS`: from now on, dropping the result closes it. Fails if fd 3
+/// is not open, or if it was taken before.
+pub fn take_listen_fd() -> io::Result<OwnedFd> {
+    if LISTEN_FD_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::other("fd 3 was taken over already"));
+    }
+    // SAFETY: F_GETFD only reads the descriptor's flags; a closed fd makes
+    // it fail with EBADF, which is how we find out.
+    if unsafe { libc::fcntl(LISTEN_FDS_START, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd 3 is open (checked just above). Under the LISTEN_FDS
+    // convention, which the caller has checked (LISTEN_PID is our pid), it
+    // was opened for this process to own. Nothing else in the process owns
+    // it: std and this crate never claim a descriptor by its number (an fd
+    // they open gets the lowest free number, and 3 is not free while it is
+    // open), and the flag above makes this the only `OwnedFd` ever made for
+    // it, so it is closed exactly once.
+    Ok(unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) })
+}
+
+/// Removes `names` from the environment if this process has one thread
+/// only; returns whether it did.
+///
+/// `std::env::remove_var` is `unsafe` since Rust 2024 because another thread
+/// could be reading the environment (libc's `getenv` takes no lock) while it
+/// changes. With one thread there is no other reader; and no thread can
+/// start meanwhile, since only this thread could start one. The count comes
+/// from `/proc/self/task`, one entry per thread; if it cannot be read, the
+/// variables are left alone.
+pub fn remove_env_if_single_threaded(names: &[&str]) -> bool {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return false;
+    };
+    if tasks.count() != 1 {
+        return false;
+    }
+    for name in names {
+        // SAFETY: this process has exactly one thread (counted just above),
+        // the one running this loop, so nothing reads the environment
+        // concurrently; see the doc comment.
+        unsafe { std::env::remove_var(name) };
+    }
+    true
 }

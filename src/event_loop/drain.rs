@@ -138,6 +138,7 @@ impl<H: Handler> Server<H> {
         for name in stops {
             if self.drain.is_none() {
                 let deadline = self.now + self.config.drain_timeout;
+                crate::notify::stopping(self.conns.len());
                 self.start_drain(name, deadline);
             } else {
                 warn!("{name} during the drain: exiting now");

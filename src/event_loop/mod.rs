@@ -161,17 +161,21 @@ impl<H: Handler> Server<H> {
     /// drain; a second one exits at once) and SIGUSR1 (log statistics), and
     /// raises the open-file limit to fit `config.max_connections`.
     pub fn bind(addrs: &[SocketAddr], config: Config, handler: H) -> io::Result<Self> {
-        config
-            .validate()
-            .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
-        let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on");
-        for addr in addrs {
-            match listener::listen(*addr, config.backlog, config.send_buffer) {
-                Ok(listener) => return Self::with_listener(listener, config, handler),
-                Err(e) => last_err = e,
-            }
-        }
-        Err(last_err)
+        config.check()?;
+        let listener = listener::listen_on_first(addrs, config.backlog, config.send_buffer)?;
+        Self::with_listener(listener, config, handler)
+    }
+
+    /// Serves on `listener`, a socket that is already listening (one
+    /// inherited under socket activation: `activation.rs`), instead of
+    /// binding one. Otherwise as [`Server::bind`].
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: Config,
+        handler: H,
+    ) -> io::Result<Self> {
+        config.check()?;
+        Self::with_listener(listener::adopt(listener)?, config, handler)
     }
 
     fn with_listener(mut listener: TcpListener, config: Config, handler: H) -> io::Result<Self> {

@@ -274,6 +274,7 @@ impl Coordinator {
     fn start_drain(&mut self, signal: &'static str) {
         self.draining = true;
         self.acceptor.close();
+        crate::notify::stopping(self.open());
         let deadline = self.now + self.drain_timeout;
         self.give_up_at = Some(deadline + STUCK_GRACE);
         info!(

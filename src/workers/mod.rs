@@ -133,29 +133,31 @@ where
         count: usize,
         new_handler: F,
     ) -> io::Result<Self> {
-        config
-            .validate()
-            .map_err(|msg| io::Error::new(io::ErrorKind::InvalidInput, msg))?;
-        if count < 2 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "Workers needs at least 2 workers; run a Server for one",
-            ));
-        }
-        let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on");
-        let mut bound = None;
-        for addr in addrs {
-            match listener::listen(*addr, config.backlog, config.send_buffer) {
-                Ok(listener) => {
-                    bound = Some(listener);
-                    break;
-                }
-                Err(e) => last_err = e,
-            }
-        }
-        let Some(listener) = bound else {
-            return Err(last_err);
-        };
+        check(&config, count)?;
+        let listener = listener::listen_on_first(addrs, config.backlog, config.send_buffer)?;
+        Self::with_listener(listener, config, count, new_handler)
+    }
+
+    /// Serves on `listener`, a socket that is already listening (one
+    /// inherited under socket activation: `activation.rs`), instead of
+    /// binding one. Otherwise as [`Workers::bind`].
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        config: Config,
+        count: usize,
+        new_handler: F,
+    ) -> io::Result<Self> {
+        check(&config, count)?;
+        Self::with_listener(listener::adopt(listener)?, config, count, new_handler)
+    }
+
+    /// The rest of `bind` and `from_listener`, once there is a listener.
+    fn with_listener(
+        listener: mio::net::TcpListener,
+        config: Config,
+        count: usize,
+        new_handler: F,
+    ) -> io::Result<Self> {
         fit_fd_limit(config.max_connections, count);
         let poll = Poll::new()?;
         let local_addr = listener.local_addr()?;
@@ -226,6 +228,18 @@ where
         );
         coordinator.serve()
     }
+}
+
+/// What `bind` and `from_listener` refuse before they touch a socket.
+fn check(config: &Config, count: usize) -> io::Result<()> {
+    config.check()?;
+    if count < 2 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "Workers needs at least 2 workers; run a Server for one",
+        ));
+    }
+    Ok(())
 }
 
 /// Starts worker `index` on its own thread, with its own poll.

@@ -37,8 +37,14 @@ impl Server {
 
     /// Starts `cmd` (which must run the server) and waits for its
     /// "listening on ADDR" line.
-    pub fn spawn(mut cmd: Command) -> Server {
-        cmd.stdin(Stdio::null())
+    pub fn spawn(cmd: Command) -> Server {
+        Server::spawn_with_stdin(cmd, Stdio::null())
+    }
+
+    /// As `spawn`, with `stdin` as the command's standard input (a socket
+    /// for a launcher to pass on, say).
+    pub fn spawn_with_stdin(mut cmd: Command, stdin: Stdio) -> Server {
+        cmd.stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start reactor-echo");

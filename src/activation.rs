@@ -1,0 +1,294 @@
+//! Socket activation: serving on a listening socket that another process
+//! made and handed to us, instead of binding one ourselves.
+//!
+//! ```text
+//! systemd-socket-activate -l 127.0.0.1:8000 reactor-echo   # then: nc 127.0.0.1 8000
+//! ```
+//!
+//! The convention is systemd's (`sd_listen_fds(3)`), and any launcher can
+//! follow it: the socket arrives as file descriptor 3, `LISTEN_FDS=1` says
+//! how many there are, and `LISTEN_PID` names the process they are meant
+//! for. The PID check matters because the environment is inherited: a
+//! shell or a script started by the real recipient would otherwise believe
+//! fd 3 is a socket for it too. So, as `sd_listen_fds` does:
+//!
+//! - no `LISTEN_PID`, or one that is not our pid: the variables are not for
+//!   us, and we bind `--listen` as usual;
+//! - `LISTEN_FDS=0`: nothing was passed; we bind `--listen`;
+//! - `LISTEN_FDS=1`: fd 3 is ours. It must be a listening TCP socket (IPv4
+//!   or IPv6), or we refuse to start;
+//! - more than one: refused. This server listens on one socket; a `.socket`
+//!   unit for it has one `ListenStream=`;
+//! - a value that is not a number: refused.
+//!
+//! In every case the variables are removed from our environment, so that
+//! no process we might start later mistakes them for its own. That removal
+//! happens first thing in `main`, while the process has one thread (see
+//! `sys::remove_env_if_single_threaded` for why that matters).
+//!
+//! Why bother: the socket belongs to whoever made it (systemd, say), not
+//! to us. It listens before we start and after we exit, so connects that
+//! come while we restart wait in its accept queue instead of being refused.
+//! See `docs/restart.md`.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::OwnedFd;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::sys;
+
+/// The variables of the convention. `LISTEN_FDNAMES` (names for the
+/// descriptors) is read by no one here, but cleared with the others.
+const VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+
+/// What the environment handed us at start.
+#[derive(Debug)]
+pub struct Activation {
+    /// fd 3, now ours, when `LISTEN_FDS=1` and `LISTEN_PID` is our pid; not
+    /// yet checked to be a listening TCP socket ([`listener`] does that).
+    pub fd: Option<OwnedFd>,
+    /// Things worth a log line: variables that were there but not for us,
+    /// or that could not be cleared.
+    pub notes: Vec<String>,
+}
+
+/// Reads and clears `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`, and
+/// takes fd 3 if they say it is ours. Call it first thing in `main`, before
+/// any thread starts: only then can the variables be cleared (otherwise they
+/// stay, and a note says so).
+///
+/// An error is a bad value in the variables (exit status 2).
+pub fn take_from_env() -> Result<Activation, String> {
+    let pid = std::env::var_os("LISTEN_PID");
+    let fds = std::env::var_os("LISTEN_FDS");
+    let mut notes = Vec::new();
+    let present = pid.is_some() || fds.is_some() || std::env::var_os("LISTEN_FDNAMES").is_some();
+    if present && !sys::remove_env_if_single_threaded(&VARS) {
+        notes.push("could not clear LISTEN_PID and LISTEN_FDS from the environment: the process already runs more than one thread".to_string());
+    }
+    let fd = match decide(pid, fds, std::process::id())? {
+        Passed::Nothing(note) => {
+            notes.extend(note);
+            None
+        }
+        Passed::One => Some(
+            sys::take_listen_fd()
+                .map_err(|e| format!("LISTEN_FDS=1, but fd 3 cannot be taken over: {e}"))?,
+        ),
+    };
+    Ok(Activation { fd, notes })
+}
+
+/// What the variables say, before any descriptor is touched.
+#[derive(Debug, PartialEq, Eq)]
+enum Passed {
+    /// Nothing for us; maybe a note saying why the variables were ignored.
+    Nothing(Option<String>),
+    /// One socket, at fd 3.
+    One,
+}
+
+/// `sd_listen_fds`'s decision, on the values of `LISTEN_PID` and
+/// `LISTEN_FDS` (either may be missing) for the process `our_pid`.
+fn decide(pid: Option<OsString>, fds: Option<OsString>, our_pid: u32) -> Result<Passed, String> {
+    let Some(pid) = pid else {
+        // Without a PID the variables cannot be known to be ours.
+        return Ok(Passed::Nothing(fds.map(|_| {
+            "LISTEN_FDS is set without LISTEN_PID: ignored, as sd_listen_fds does".to_string()
+        })));
+    };
+    let pid_text = pid.to_string_lossy();
+    let Ok(pid) = pid_text.trim().parse::<u32>() else {
+        return Err(format!("LISTEN_PID=`{pid_text}` is not a process id"));
+    };
+    if pid != our_pid {
+        return Ok(Passed::Nothing(Some(format!(
+            "LISTEN_PID={pid} names another process (we are {our_pid}): LISTEN_FDS ignored"
+        ))));
+    }
+    let Some(fds) = fds else {
+        return Ok(Passed::Nothing(None));
+    };
+    let fds_text = fds.to_string_lossy();
+    match fds_text.trim().parse::<u64>() {
+        Ok(0) => Ok(Passed::Nothing(Some(
+            "LISTEN_FDS=0: no socket was passed".to_string(),
+        ))),
+        Ok(1) => Ok(Passed::One),
+        Ok(n) => Err(format!(
+            "LISTEN_FDS={n}: reactor-echo serves exactly one listening socket \
+             (in a .socket unit: one ListenStream=)"
+        )),
+        Err(_) => Err(format!(
+            "LISTEN_FDS=`{fds_text}` is not a number of descriptors"
+        )),
+    }
+}
+
+/// Checks that `fd` (fd 3, from [`take_from_env`]) is a listening TCP
+/// socket, IPv4 or IPv6, and readies it for the loop: non-blocking (the loop
+/// must never wait in `accept`) and close-on-exec (no program we might start
+/// inherits it by accident; a deliberate hand-over passes it explicitly).
+/// `send_buffer` is `--send-buffer`: `SO_SNDBUF`, which accepted sockets
+/// inherit, as for a socket we bind.
+///
+/// The backlog is not ours to set: the socket's maker chose it (a `.socket`
+/// unit's `Backlog=`), so `--backlog` does not apply.
+///
+/// The error says what fd 3 is instead (exit status 2).
+pub fn listener(fd: OwnedFd, send_buffer: Option<usize>) -> Result<std::net::TcpListener, String> {
+    let socket = Socket::from(fd);
+    let what = "fd 3 (from LISTEN_FDS)";
+    let kind = match socket.r#type() {
+        Ok(kind) => kind,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+            return Err(format!(
+                "{what} is not a socket: it must be a listening TCP socket"
+            ));
+        }
+        Err(e) => return Err(format!("{what} cannot be inspected: {e}")),
+    };
+    if kind != Type::STREAM {
+        return Err(format!(
+            "{what} is a {} socket, not a listening TCP socket",
+            type_name(kind)
+        ));
+    }
+    let domain = socket
+        .domain()
+        .map_err(|e| format!("{what} cannot be inspected: {e}"))?;
+    if domain != Domain::IPV4 && domain != Domain::IPV6 {
+        return Err(format!(
+            "{what} is a {} stream socket, not a TCP socket (IPv4 or IPv6)",
+            domain_name(domain)
+        ));
+    }
+    // SOCK_STREAM over IP is TCP, or SCTP or MPTCP if asked for by name.
+    // MPTCP serves as TCP does; SCTP would not.
+    let protocol = socket
+        .protocol()
+        .map_err(|e| format!("{what} cannot be inspected: {e}"))?;
+    if protocol.is_some_and(|p| p != Protocol::TCP && p != Protocol::MPTCP) {
+        return Err(format!(
+            "{what} is an IP stream socket of protocol {protocol:?}, not TCP"
+        ));
+    }
+    // SO_ACCEPTCONN: whether listen() was called on it.
+    if !socket
+        .is_listener()
+        .map_err(|e| format!("{what} cannot be inspected: {e}"))?
+    {
+        return Err(format!(
+            "{what} is a TCP socket that is not listening (listen() was never called on it)"
+        ));
+    }
+    let ready = || -> io::Result<()> {
+        socket.set_nonblocking(true)?;
+        socket.set_cloexec(true)?;
+        if let Some(bytes) = send_buffer {
+            socket.set_send_buffer_size(bytes)?;
+        }
+        Ok(())
+    };
+    ready().map_err(|e| format!("{what} cannot be set up: {e}"))?;
+    Ok(socket.into())
+}
+
+fn type_name(kind: Type) -> String {
+    match kind {
+        Type::DGRAM => "datagram (UDP-like)".to_string(),
+        Type::SEQPACKET => "seqpacket".to_string(),
+        Type::RAW => "raw".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn domain_name(domain: Domain) -> String {
+    match domain {
+        Domain::UNIX => "Unix-domain".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(s: &str) -> Option<OsString> {
+        Some(OsString::from(s))
+    }
+
+    #[test]
+    fn the_variables_count_only_for_our_pid() {
+        assert_eq!(decide(os("42"), os("1"), 42), Ok(Passed::One));
+        assert_eq!(decide(None, None, 42), Ok(Passed::Nothing(None)));
+        assert!(matches!(
+            decide(os("41"), os("1"), 42),
+            Ok(Passed::Nothing(Some(note))) if note.contains("another process")
+        ));
+        assert!(matches!(
+            decide(None, os("1"), 42),
+            Ok(Passed::Nothing(Some(_)))
+        ));
+        assert_eq!(decide(os("42"), None, 42), Ok(Passed::Nothing(None)));
+    }
+
+    #[test]
+    fn bad_values_and_several_sockets_are_refused() {
+        assert!(
+            decide(os("x"), os("1"), 42)
+                .unwrap_err()
+                .contains("LISTEN_PID")
+        );
+        assert!(
+            decide(os("42"), os("one"), 42)
+                .unwrap_err()
+                .contains("LISTEN_FDS")
+        );
+        assert!(decide(os("42"), os("-1"), 42).is_err());
+        assert!(
+            decide(os("42"), os("2"), 42)
+                .unwrap_err()
+                .contains("exactly one")
+        );
+        assert!(matches!(
+            decide(os("42"), os("0"), 42),
+            Ok(Passed::Nothing(Some(_)))
+        ));
+    }
+
+    #[test]
+    fn only_a_listening_tcp_socket_is_taken() {
+        let tcp = || Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let listening = tcp();
+        listening
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        listening.listen(8).unwrap();
+        let listener = listener(OwnedFd::from(listening), None).unwrap();
+        assert!(listener.local_addr().unwrap().ip().is_loopback());
+
+        let err = listener_err(OwnedFd::from(tcp()));
+        assert!(err.contains("not listening"), "{err}");
+        let udp = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
+        let err = listener_err(OwnedFd::from(udp));
+        assert!(err.contains("datagram"), "{err}");
+        let unix = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        let err = listener_err(OwnedFd::from(unix));
+        assert!(err.contains("Unix"), "{err}");
+        let file = std::fs::File::open("Cargo.toml").unwrap();
+        let err = listener_err(OwnedFd::from(file));
+        assert!(err.contains("not a socket"), "{err}");
+    }
+
+    fn listener_err(fd: OwnedFd) -> String {
+        listener(fd, None).unwrap_err()
+    }
+}
