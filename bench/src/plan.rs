@@ -59,6 +59,7 @@ servers: reactor-echo, tokio-current, tokio-multi, thread-per-conn, go-tutorial
 scenarios (--only): ping-pong, pipelined, c1000, bulk";
 
 /// The command line, read.
+#[derive(Default)]
 pub struct Args {
     pub cores: Option<Vec<usize>>,
     pub server_cpus: Option<Vec<usize>>,
@@ -83,24 +84,14 @@ pub struct Args {
 pub fn parse_args(mode: Mode, argv: &[String]) -> Result<Args, String> {
     let alone = mode == Mode::Alone;
     let mut a = Args {
-        cores: None,
-        server_cpus: None,
-        client_cpus: None,
-        clients: None,
         rounds: if alone { 1 } else { 3 },
         secs: 4.0,
         warmup: 0.5,
-        servers: None,
-        extra: Vec::new(),
-        peer_dir: None,
         syscalls: alone,
         idle: if alone { 10_000 } else { 0 },
         max_other: 0.3,
         tries: 3,
-        only: Vec::new(),
-        outs: Vec::new(),
-        chart: None,
-        raw: None,
+        ..Args::default()
     };
     let mut it = argv.iter();
     while let Some(flag) = it.next() {
@@ -520,23 +511,21 @@ fn command(
 mod tests {
     use super::*;
 
-    fn args(mode: Mode, s: &[&str]) -> Result<Args, String> {
-        parse_args(mode, &s.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+    /// `words` split at `|`, so that an empty value can be written.
+    fn args(mode: Mode, words: &str) -> Result<Args, String> {
+        let argv: Vec<String> = words
+            .split('|')
+            .filter(|w| !words.is_empty() || !w.is_empty())
+            .map(String::from)
+            .collect();
+        parse_args(mode, &argv)
     }
 
     #[test]
     fn flags() {
         let a = args(
             Mode::Compare,
-            &[
-                "--cores",
-                "1 2",
-                "--server-cpus",
-                "1,0",
-                "--quick",
-                "--out",
-                "-",
-            ],
+            "--cores|1 2|--server-cpus|1,0|--quick|--out|-",
         )
         .unwrap();
         assert_eq!(a.cores, Some(vec![1, 2]));
@@ -544,42 +533,33 @@ mod tests {
         assert_eq!((a.secs, a.rounds, a.idle, a.syscalls), (1.5, 3, 0, false));
         assert_eq!(a.outs, vec!["-"]);
         // Empty values, as an unset Make variable passes them: the defaults.
-        let a = args(
-            Mode::Compare,
-            &[
-                "--cores",
-                "",
-                "--client-cpus",
-                "",
-                "--clients",
-                "",
-                "--only",
-                "",
-            ],
-        )
-        .unwrap();
+        let a = args(Mode::Compare, "--cores||--client-cpus||--clients||--only|").unwrap();
         assert!(a.cores.is_none() && a.client_cpus.is_none() && a.clients.is_none());
         assert!(a.only.is_empty());
-        let a = args(Mode::Compare, &["--server", "old=/bin/old --listen {addr}"]).unwrap();
+        let a = args(Mode::Compare, "--server|old=/bin/old --listen {addr}").unwrap();
         assert_eq!(a.extra[0].0, "old");
-        assert!(args(Mode::Compare, &["--rounds", "0"]).is_err());
-        assert!(args(Mode::Compare, &["--bogus", "1"]).is_err());
-        assert!(args(Mode::Compare, &["--server", "nameonly"]).is_err());
-        assert!(args(Mode::Compare, &["--only", "pong,bulk"]).is_ok());
-        assert!(args(Mode::Compare, &["--only", "nope"]).is_err());
+        for bad in [
+            "--rounds|0",
+            "--bogus|1",
+            "--server|nameonly",
+            "--only|nope",
+        ] {
+            assert!(args(Mode::Compare, bad).is_err(), "{bad}");
+        }
+        assert!(args(Mode::Compare, "--only|pong,bulk").is_ok());
     }
 
     #[test]
     fn alone_defaults() {
-        let a = args(Mode::Alone, &[]).unwrap();
+        let a = args(Mode::Alone, "").unwrap();
         assert_eq!(
             (a.rounds, a.idle, a.syscalls, a.secs),
             (1, 10_000, true, 4.0)
         );
-        assert_eq!(args(Mode::Alone, &["--quick"]).unwrap().idle, 2000);
-        assert!(args(Mode::Alone, &["--servers", "tokio-multi"]).is_err());
-        assert!(args(Mode::Alone, &["--cores", "1 2"]).is_err());
-        assert!(args(Mode::Alone, &["--cores", "2"]).is_ok());
+        assert_eq!(args(Mode::Alone, "--quick").unwrap().idle, 2000);
+        assert!(args(Mode::Alone, "--servers|tokio-multi").is_err());
+        assert!(args(Mode::Alone, "--cores|1 2").is_err());
+        assert!(args(Mode::Alone, "--cores|2").is_ok());
     }
 
     #[test]

@@ -15,37 +15,31 @@ pub struct Scenario {
     pub size: usize,
 }
 
-/// The four scenarios of issue 11.
+/// The four scenarios of issue 11: key, title, connections, lines in
+/// flight on each, bytes per line.
+#[rustfmt::skip]
 pub const SCENARIOS: [Scenario; 4] = [
-    Scenario {
-        key: "ping-pong",
-        title: "ping-pong, 50 conns × 1 line of 64 B",
-        conns: 50,
-        depth: 1,
-        size: 64,
-    },
-    Scenario {
-        key: "pipelined",
-        title: "pipelined, 50 conns × 16 lines of 64 B",
-        conns: 50,
-        depth: 16,
-        size: 64,
-    },
-    Scenario {
-        key: "c1000",
-        title: "1,000 conns × 1 line of 64 B",
-        conns: 1000,
-        depth: 1,
-        size: 64,
-    },
-    Scenario {
-        key: "bulk",
-        title: "bulk, 10 conns × 4 lines of 16 KiB",
-        conns: 10,
-        depth: 4,
-        size: 16384,
-    },
+    row("ping-pong", "ping-pong, 50 conns × 1 line of 64 B",   50,   1,    64),
+    row("pipelined", "pipelined, 50 conns × 16 lines of 64 B", 50,   16,   64),
+    row("c1000",     "1,000 conns × 1 line of 64 B",           1000, 1,    64),
+    row("bulk",      "bulk, 10 conns × 4 lines of 16 KiB",     10,   4,    16384),
 ];
+
+const fn row(
+    key: &'static str,
+    title: &'static str,
+    conns: usize,
+    depth: usize,
+    size: usize,
+) -> Scenario {
+    Scenario {
+        key,
+        title,
+        conns,
+        depth,
+        size,
+    }
+}
 
 /// The scenarios whose key contains one of `words`; all of them for none.
 pub fn matching(words: &[String]) -> Vec<&'static Scenario> {
