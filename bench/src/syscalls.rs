@@ -22,7 +22,8 @@ pub enum Counter {
     Strace,
 }
 
-/// The figures, in this order: the total, then the kinds of [`KINDS`].
+/// The figures, in this order: the total, then its kinds (reads, writes,
+/// waits, `epoll_ctl`).
 pub const NAMES: [&str; 5] = ["syscalls", "reads", "writes", "epoll_wait", "epoll_ctl"];
 
 /// The kinds the total is broken into, and the syscalls of each.
