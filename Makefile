@@ -12,7 +12,10 @@ FUZZ_SECONDS ?= 60
 SOAK_SECS ?= 60
 SOAK_ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
-# make bench-compare (docs/benchmarks.md, "Scaling with --workers"): server
+# make bench and make bench-compare: one tool, target/release/bench, whose
+# two modes share the scenarios and these variables but ROUNDS, SERVERS and
+# SYSCALLS (make bench: one round, reactor-echo, syscalls always counted).
+# make bench-compare ("Scaling with --workers"): server
 # core counts ("1 2 4 8"), the server's CPUs (N cores: the first N of the
 # list) and the load generators', load generator processes, rounds, seconds
 # per scenario, a subset of servers or scenarios, SYSCALLS=1 to count them;
@@ -63,9 +66,11 @@ fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if 
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run framing -- -max_total_time=$(FUZZ_SECONDS)
 
-bench:  ## Benchmark: scenarios, CPU, syscalls, RSS -> docs/benchmarks.md (needs perf or strace)
-	$(CARGO) build --release --workspace --quiet
-	target/release/bench
+bench:  ## reactor-echo alone: the four scenarios with latency, CPU, syscalls by kind, RSS, and 10,000 idle connections -> docs/benchmarks.md, docs/benchmarks.svg ($(BENCH_SECS) s per scenario; syscalls need perf or strace)
+	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
+	$(TARGET_DIR)/release/bench --secs "$(BENCH_SECS)" --cores "$(CORES)" --server-cpus "$(SERVER_CPUS)" \
+		--client-cpus "$(CLIENT_CPUS)" --clients "$(CLIENTS)" --only "$(ONLY)" \
+		--max-other "$(MAX_OTHER)" --tries "$(TRIES)"
 
 bench-compare:  ## Side by side: reactor-echo, tokio current and multi, thread-per-conn, Go's (if go is installed), $(ROUNDS) interleaved rounds of $(BENCH_SECS) s per server core count, medians -> docs/benchmarks.md, docs/benchmarks-scaling.svg (CORES, SERVER_CPUS, CLIENT_CPUS, CLIENTS, SERVERS, ONLY, SYSCALLS, MAX_OTHER, TRIES)
 	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
@@ -75,15 +80,15 @@ bench-compare:  ## Side by side: reactor-echo, tokio current and multi, thread-p
 		echo "go build bench/peers/go-echo"; \
 		cd bench/peers/go-echo && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o $(abspath $(TARGET_DIR))/peers/release/go-echo . ; \
 	else echo "go is not installed: the Go tutorial's server is left out (apt-get install golang-go)"; fi
-	$(TARGET_DIR)/release/compare --peer-dir $(TARGET_DIR)/peers/release --cores "$(CORES)" \
+	$(TARGET_DIR)/release/bench compare --peer-dir $(TARGET_DIR)/peers/release --cores "$(CORES)" \
 		--server-cpus "$(SERVER_CPUS)" --client-cpus "$(CLIENT_CPUS)" --clients "$(CLIENTS)" \
 		--rounds "$(ROUNDS)" --secs "$(BENCH_SECS)" --servers "$(SERVERS)" --only "$(ONLY)" \
 		--max-other "$(MAX_OTHER)" --tries "$(TRIES)" $(if $(SYSCALLS),--syscalls)
 
 perf:  ## CPU profile of the server under load (perf record -g), top of the report (needs perf)
 	@command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf (Debian) or linux-tools-common linux-tools-generic (Ubuntu)"; exit 1; }
-	$(CARGO) build --release --workspace --quiet
-	target/release/bench perf
+	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
+	$(TARGET_DIR)/release/bench perf
 
 strace:  ## Trace the syscalls of a scripted client session -> $(TARGET_DIR)/strace.txt, its log -> $(TARGET_DIR)/strace.log (needs strace)
 	@command -v strace >/dev/null || { echo "strace is missing: apt-get install strace"; exit 1; }

@@ -1,6 +1,6 @@
-//! CPU lists for `compare` (`make bench-compare`): `taskset`-style lists
-//! ("1,0", "8-15"), the CPUs this process may run on, and the default split
-//! of them between the server and the load generators.
+//! CPU lists: `taskset`-style lists ("1,0", "8-15"), the CPUs this process
+//! may run on, and the default split of them between the server and the
+//! load generators.
 //!
 //! Order matters in a server list: with N server cores the server gets the
 //! first N CPUs of it, so "1,0" gives one core CPU 1 and two cores CPUs 1
@@ -110,6 +110,18 @@ pub fn shared(server: &[usize], client: &[usize]) -> Vec<usize> {
         .filter(|c| client.contains(c))
         .copied()
         .collect()
+}
+
+/// Whether `taskset` can be run: without it nothing can be pinned, and a
+/// run whose server and load generators fight over the same CPUs measures
+/// the scheduler.
+pub fn have_taskset() -> bool {
+    std::process::Command::new("taskset")
+        .args(["-c", "0", "true"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 #[cfg(test)]

@@ -1,11 +1,18 @@
-//! The scaling chart of `compare` (`make bench-compare`), drawn with
-//! plotters into an SVG: one column per scenario, msgs/s on top and server
-//! CPU µs per message below, against the server's core count, one line per
-//! server so that reactor-echo and its peers are seen side by side.
+//! The one chart engine, plotters drawing into an SVG, and its two charts:
+//!
+//! - [`scaling`] (`make bench-compare`): one column per scenario, msgs/s on
+//!   top and server CPU µs per message below, against the server's core
+//!   count, one line per server so that reactor-echo and its peers are seen
+//!   side by side;
+//! - [`bars`] (`make bench`): one panel per figure (msgs/s, CPU µs per
+//!   message, syscalls per message, one bar per scenario) and the RSS of the
+//!   idle connections.
 
 use plotters::prelude::*;
 
-use super::report::Results;
+use crate::host::thousands;
+use crate::report::Results;
+use crate::run::Outcome;
 
 const PANEL_W: u32 = 330;
 const PANEL_H: u32 = 290;
@@ -37,29 +44,29 @@ fn short(v: f64) -> String {
     }
 }
 
-/// Draws the chart. `shared` holds the core counts whose server CPUs the
-/// load generators share (marked with `*`); `title` heads it.
-pub fn svg(r: &Results, shared: &[usize], title: &str) -> Result<String, String> {
+/// Draws `size` pixels with `draw` into an SVG.
+fn render(size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> DrawResult) -> Result<String, String> {
     let mut out = String::new();
-    let cols = r.scenarios.len() as u32;
-    let size = (PANEL_W * cols, HEADER_H + 2 * PANEL_H);
     {
         let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
-        draw(&root, r, shared, title).map_err(|e| format!("chart: {e}"))?;
+        root.fill(&WHITE).map_err(|e| format!("chart: {e}"))?;
+        draw(&root).map_err(|e| format!("chart: {e}"))?;
         root.present().map_err(|e| format!("chart: {e}"))?;
     }
     Ok(out)
 }
 
+/// The scaling chart. `shared` holds the core counts whose server CPUs the
+/// load generators share (marked with `*`); `title` heads it.
+pub fn scaling(r: &Results, shared: &[usize], title: &str) -> Result<String, String> {
+    let size = (PANEL_W * r.scenarios.len() as u32, HEADER_H + 2 * PANEL_H);
+    render(size, |root| draw_scaling(root, r, shared, title))
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
 type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
-fn draw(
-    root: &Area<'_>,
-    r: &Results,
-    shared: &[usize],
-    title: &str,
-) -> Result<(), Box<dyn std::error::Error>> {
-    root.fill(&WHITE)?;
+fn draw_scaling(root: &Area<'_>, r: &Results, shared: &[usize], title: &str) -> DrawResult {
     let (header, body) = root.split_vertically(HEADER_H);
     header.draw(&Text::new(
         title.to_string(),
@@ -173,15 +180,113 @@ fn draw(
     Ok(())
 }
 
-/// The chart's heading line.
-pub fn title(machine: &str, date: &str) -> String {
-    format!("make bench-compare: every server against its core count ({machine}, {date})")
+/// One panel of [`bars`]: its title and its bars (label, value, value as
+/// text).
+type Panel = (&'static str, Vec<(String, f64, String)>);
+
+const BAR_ROW: u32 = 26;
+const BAR_LABEL_W: u32 = 290;
+
+/// `make bench`'s chart: a panel of bars per figure of reactor-echo alone.
+pub fn bars(out: &Outcome) -> Result<String, String> {
+    let r = &out.results;
+    let per_scenario = |f: &dyn Fn(&crate::report::Summary) -> (f64, String)| {
+        let rows = r.scenarios.iter().enumerate();
+        rows.filter_map(|(k, sc)| {
+            let (v, text) = f(&r.summary(0, 0, k)?);
+            Some((sc.title.to_string(), v, text))
+        })
+        .collect::<Vec<_>>()
+    };
+    let mut panels: Vec<Panel> = vec![
+        (
+            "messages per second",
+            per_scenario(&|m| (m.msgs_per_s, thousands(m.msgs_per_s))),
+        ),
+        (
+            "server CPU µs per message",
+            per_scenario(&|m| (m.cpu_us_per_msg, format!("{:.2}", m.cpu_us_per_msg))),
+        ),
+        (
+            "server syscalls per message",
+            per_scenario(&|m| {
+                let v = m.syscalls.map_or(0.0, |s| s.total());
+                (v, format!("{v:.3}"))
+            }),
+        ),
+    ];
+    if let Some(idle) = &out.idle {
+        let mib = idle.rss_kib / 1024.0;
+        let label = format!("{} idle connections", thousands(idle.conns as f64));
+        panels.push(("server RSS MiB", vec![(label, mib, format!("{mib:.1}"))]));
+    }
+    let heights: Vec<u32> = panels
+        .iter()
+        .map(|p| 56 + BAR_ROW * p.1.len() as u32)
+        .collect();
+    render(
+        (BAR_LABEL_W + 460, heights.iter().sum::<u32>() + 10),
+        |root| {
+            let mut area = root.margin(10, 0, 10, 10);
+            for (panel, h) in panels.iter().zip(&heights) {
+                let (top, rest) = area.split_vertically(*h);
+                draw_bars(&top, panel)?;
+                area = rest;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// One panel: horizontal bars, a row per label, the value written after
+/// each bar. y: hundredths of a row, so that plotters labels row centres.
+fn draw_bars(area: &Area<'_>, (title, rows): &Panel) -> DrawResult {
+    let n = rows.len() as i32;
+    let max = rows
+        .iter()
+        .map(|r| r.1)
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let centres: Vec<i32> = (0..n).map(|i| i * 100 + 50).collect();
+    let mut chart = ChartBuilder::on(area)
+        .caption(*title, ("sans-serif", 15))
+        .y_label_area_size(BAR_LABEL_W)
+        .margin_right(20)
+        .build_cartesian_2d(0.0..max * 1.25, (0..n * 100).with_key_points(centres))?;
+    let label = |v: &i32| {
+        // Top to bottom in the table's order.
+        let row = (n - 1 - v / 100).clamp(0, n - 1) as usize;
+        rows.get(row).map_or(String::new(), |r| r.0.clone())
+    };
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .disable_y_mesh()
+        .disable_x_axis()
+        .y_label_formatter(&label)
+        .draw()?;
+    let colour = RGBColor(74, 127, 181);
+    for (i, (_, v, text)) in rows.iter().enumerate() {
+        let y = (n - 1 - i as i32) * 100;
+        chart.draw_series([Rectangle::new(
+            [(0.0, y + 18), (*v, y + 82)],
+            colour.filled(),
+        )])?;
+        chart.draw_series([Text::new(
+            text.clone(),
+            (*v + max * 0.01, y + 75),
+            ("sans-serif", 12),
+        )])?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::run::Sample;
     use super::*;
+    use crate::report::Quiet;
+    use crate::scenario::SCENARIOS;
+    use crate::server::{Idle, Sample};
 
     #[test]
     fn draws_every_server() {
@@ -195,18 +300,43 @@ mod tests {
         let r = Results {
             servers: vec!["reactor-echo".into(), "tokio-multi".into()],
             counts: vec![1, 2],
-            scenarios: super::super::run::SCENARIOS.iter().collect(),
+            scenarios: SCENARIOS.iter().collect(),
             samples: vec![
                 vec![vec![vec![s(100.0)]; 4], vec![vec![s(180.0)]; 4]],
                 vec![vec![vec![s(90.0)]; 4], vec![vec![Err("x".into())]; 4]],
             ],
         };
-        let svg = svg(&r, &[2], "test").unwrap();
+        let svg = scaling(&r, &[2], "test").unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("tokio-multi"));
         assert!(svg.contains("2*"), "the shared count is marked");
         assert!(svg.contains("pipelined: msgs/s"));
         assert_eq!(short(1_460_000.0), "1.5M");
         assert_eq!(short(150_000.0), "150K");
         assert_eq!(short(6.49), "6.5");
+        let out = Outcome {
+            results: r,
+            quiet: Quiet::default(),
+            raw: String::new(),
+            idle: Some(Idle {
+                conns: 10_000,
+                echoed: 10_000,
+                rss_kib: 4198.4,
+                baseline_kib: 2662.4,
+            }),
+        };
+        let svg = bars(&out).unwrap();
+        for text in [
+            "messages per second",
+            "server RSS MiB",
+            "10,000 idle connections",
+            "4.1",
+            "100",
+        ] {
+            assert!(svg.contains(text), "{text} in {svg}");
+        }
+        assert!(
+            svg.contains("pipelined, 50 conns"),
+            "the scenario titles label the bars"
+        );
     }
 }

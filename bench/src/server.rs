@@ -1,0 +1,241 @@
+//! One server under test: started under `taskset` on its CPUs, measured
+//! scenario by scenario, stopped.
+//!
+//! K load generator processes (`loadgen`, pinned to the load generators'
+//! CPUs) share a scenario's connections and their messages/s are summed.
+//! The server's CPU time (user + system, every thread, from
+//! `/proc/PID/stat`) over the whole run, warm-up included, is divided by
+//! every message echoed in that time, and so are its syscalls when they
+//! are counted.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::host::{self, parse_kv};
+use crate::scenario::Scenario;
+use crate::syscalls::{Counter, Counting, Syscalls};
+
+/// How the load is driven: the same for every server.
+pub struct Load {
+    pub loadgen: PathBuf,
+    pub client_cpus: String,
+    /// Load generator processes (K); a scenario's connections are split
+    /// between them.
+    pub clients: usize,
+    pub secs: f64,
+    pub warmup: f64,
+    pub counter: Option<Counter>,
+}
+
+/// What one scenario measured on one server, in one round.
+#[derive(Clone, Debug, Default)]
+pub struct Sample {
+    pub msgs_per_s: f64,
+    pub cpu_us_per_msg: f64,
+    /// Round trips: the worst of the load generators' percentiles.
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    /// Echoed lines that differed from what was sent.
+    pub errors: u64,
+    /// The server's syscalls per message, where they were counted.
+    pub syscalls: Option<Syscalls>,
+    /// The server's RSS after the scenario.
+    pub rss_kib: f64,
+    /// Other work on the machine meanwhile, in CPUs: the CPU time of every
+    /// process but the server, this driver and its load generators, over the
+    /// wall time. On a machine shared with builds and tests this says which
+    /// samples were taken while something else ran.
+    pub other_cpus: f64,
+}
+
+/// N idle connections on a fresh server, each of which echoed one line.
+#[derive(Clone, Debug, Default)]
+pub struct Idle {
+    pub conns: usize,
+    pub echoed: usize,
+    pub rss_kib: f64,
+    /// Before the connections were opened.
+    pub baseline_kib: f64,
+}
+
+/// The program a command line starts, for checking that it was built.
+pub fn program(argv: &[String]) -> &Path {
+    Path::new(argv.first().map_or("", String::as_str))
+}
+
+/// A server under test, killed if dropped before `stop`.
+pub struct Running {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Running {
+    /// Starts `argv` (with `{addr}` and `{cpus}` filled in) on `cpus`, and
+    /// waits until it accepts connections.
+    pub fn start(argv: &[String], cpus: &[usize]) -> Result<Running, String> {
+        let addr = host::free_addr();
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|a| {
+                a.replace("{addr}", &addr.to_string())
+                    .replace("{cpus}", &cpus.len().to_string())
+            })
+            .collect();
+        let mut child = Command::new("taskset")
+            .args(["-c", &crate::cpus::format_list(cpus)])
+            .args(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", argv.join(" ")))?;
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("{} exited at start: {status}", argv.join(" ")));
+            }
+            if Instant::now() > give_up {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{} did not listen within 10 s", argv.join(" ")));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Running { child, addr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `loadgen ADDR` on the load generators' CPUs.
+    pub fn loadgen(&self, load: &Load) -> Command {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", &load.client_cpus])
+            .arg(&load.loadgen)
+            .arg(self.addr.to_string());
+        cmd
+    }
+
+    /// Runs one scenario against the server and measures it.
+    pub fn measure(&mut self, sc: &Scenario, load: &Load) -> Result<Sample, String> {
+        let pid = self.pid();
+        let counting = load.counter.and_then(|c| Counting::start(c, pid));
+        let before = host::cpu_seconds(pid);
+        // The counter is ours too: perf's own CPU time is not other work.
+        let ours: Vec<u32> = [Some(pid), counting.as_ref().map(Counting::pid)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let others_before = host::others_cpu(&ours);
+        let started = Instant::now();
+        let k = load.clients.clamp(1, sc.conns);
+        let loadgens: Vec<Child> = (0..k)
+            .map(|i| {
+                // Connections split as evenly as they go: 1000 over 3 is 334, 333, 333.
+                let conns = sc.conns / k + usize::from(i < sc.conns % k);
+                self.loadgen(load)
+                    .args(["--conns", &conns.to_string()])
+                    .args(["--depth", &sc.depth.to_string()])
+                    .args(["--size", &sc.size.to_string()])
+                    .args(["--secs", &load.secs.to_string()])
+                    .args(["--warmup", &load.warmup.to_string()])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("start {}: {e}", load.loadgen.display()))
+            })
+            .collect::<Result<_, _>>()?;
+        let outputs: Vec<_> = loadgens.into_iter().map(Child::wait_with_output).collect();
+        let cpu = host::cpu_seconds(pid) - before;
+        let wall = started.elapsed().as_secs_f64();
+        let others = host::others_delta(&others_before, &host::others_cpu(&ours));
+        let counted = counting.and_then(Counting::finish);
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Err(format!("server exited during the run: {status}"));
+        }
+        let mut sample = Sample::default();
+        let mut total = 0.0;
+        for out in outputs {
+            let out = out.map_err(|e| format!("loadgen: {e}"))?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let kv = parse_kv(stdout.lines().last().unwrap_or(""));
+            if !out.status.success() || !kv.contains_key("msgs_per_s") {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let tail: String = err.trim().chars().rev().take(200).collect();
+                return Err(format!(
+                    "loadgen failed ({}): {}",
+                    out.status,
+                    tail.chars().rev().collect::<String>()
+                ));
+            }
+            let get = |k: &str| kv.get(k).copied().unwrap_or(0.0);
+            sample.msgs_per_s += get("msgs_per_s");
+            sample.p50_us = sample.p50_us.max(get("p50_us"));
+            sample.p99_us = sample.p99_us.max(get("p99_us"));
+            sample.p999_us = sample.p999_us.max(get("p999_us"));
+            sample.errors += get("errors") as u64;
+            total += get("total_msgs");
+        }
+        let total = f64::max(total, 1.0);
+        sample.cpu_us_per_msg = cpu * 1e6 / total;
+        sample.other_cpus = (others / wall).max(0.0);
+        sample.syscalls = counted.map(|s| s.per(total));
+        sample.rss_kib = host::rss_kib(pid);
+        Ok(sample)
+    }
+
+    /// Opens `n` connections, each echoing one line, holds them, and reads
+    /// the server's RSS meanwhile.
+    pub fn idle(&self, n: usize, load: &Load) -> Result<Idle, String> {
+        let baseline_kib = host::rss_kib(self.pid());
+        let mut child = self
+            .loadgen(load)
+            .args(["--idle", &n.to_string(), "--hold", "3"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", load.loadgen.display()))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let rss_kib = host::rss_kib(self.pid());
+        let _ = child.wait();
+        Ok(Idle {
+            conns: n,
+            echoed: parse_kv(&line).get("idle_ok").copied().unwrap_or(0.0) as usize,
+            rss_kib,
+            baseline_kib,
+        })
+    }
+
+    /// Stops the server: SIGTERM (reactor-echo drains, the peers just
+    /// exit), SIGKILL after 5 s.
+    pub fn stop(mut self) {
+        host::signal(self.child.id(), Signal::TERM);
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < give_up {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
