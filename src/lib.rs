@@ -66,6 +66,7 @@ mod io_util;
 mod listener;
 pub mod notify;
 pub mod pid_file;
+mod signals;
 mod stats;
 mod sys;
 mod throttle;

@@ -2,8 +2,7 @@
 //! input, deliver what is owed, close every connection cleanly, all under
 //! one deadline; a second signal cuts the rest off.
 //!
-//! Signals arrive as ordinary events: signal-hook's handler writes to a
-//! socketpair whose read end is registered with the poll (token `SIGNALS`).
+//! Signals arrive as ordinary events (`signals.rs`: which ones, and how).
 //! With `--workers`, the coordinator reads the signals and sends each worker
 //! the drain (`mailbox.rs`); each worker then drains as below. See
 //! `docs/shutdown.md`.
@@ -11,13 +10,12 @@
 use std::time::Instant;
 
 use log::{Level, info, log, warn};
-use signal_hook::consts::SIGUSR1;
-use signal_hook_mio::v1_0::Signals;
 
 use super::Server;
 use super::close::Ending;
 use crate::connection::{CloseReason, ConnId};
 use crate::handler::Handler;
+use crate::signals::{self, Order};
 use crate::sys;
 
 /// Connections named in the log when a drain cuts them off; the rest are
@@ -105,44 +103,24 @@ impl DrainReport {
     }
 }
 
-/// What one read of the signal socketpair brought: whether SIGUSR1 asked
-/// for numbers, and the name of each stop signal, in order.
-///
-/// Each stop signal counts: the first starts the drain, any other forces
-/// the exit, even when both arrive in one batch (`kill -TERM` then
-/// `kill -INT` at once). signal-hook reports each kind of signal once per
-/// batch, as the kernel does for pending signals: two SIGTERMs this close
-/// are one.
-pub(crate) fn read_signals(signals: &mut Signals) -> (bool, Vec<&'static str>) {
-    let mut report_stats = false;
-    let mut stops = Vec::new();
-    for signal in signals.pending() {
-        match signal {
-            SIGUSR1 => report_stats = true,
-            other => stops.push(signal_hook::low_level::signal_name(other).unwrap_or("signal")),
-        }
-    }
-    (report_stats, stops)
-}
-
 impl<H: Handler> Server<H> {
-    /// Reads the signals that arrived: see `read_signals`.
+    /// Acts on the signals that arrived (`signals.rs` says what each asks).
     pub(super) fn handle_signals(&mut self) {
         let Some(signals) = &mut self.signals else {
             return;
         };
-        let (report_stats, stops) = read_signals(signals);
-        if report_stats {
-            info!("stats: {}", self.snapshot());
-        }
-        for name in stops {
-            if self.drain.is_none() {
-                let deadline = self.now + self.config.drain_timeout;
-                crate::notify::stopping(self.conns.len());
-                self.start_drain(name, deadline);
-            } else {
-                warn!("{name} during the drain: exiting now");
-                self.force_drain();
+        for order in signals::orders(signals) {
+            match order {
+                Order::Stats => info!("stats: {}", self.snapshot()),
+                Order::Stop(name) if self.drain.is_none() => {
+                    let deadline = self.now + self.config.drain_timeout;
+                    crate::notify::stopping(self.conns.len());
+                    self.start_drain(name, deadline);
+                }
+                Order::Stop(name) => {
+                    warn!("{name} during the drain: exiting now");
+                    self.force_drain();
+                }
             }
         }
     }

@@ -79,7 +79,6 @@ use log::{Level, info, log_enabled};
 use mio::event::Event;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
@@ -89,6 +88,7 @@ use crate::fd_limit::fit_fd_limit;
 use crate::handler::{Handler, Outgoing};
 use crate::io_util::interrupted;
 use crate::listener;
+use crate::signals;
 use crate::stats::Stats;
 use crate::timers::Timers;
 
@@ -96,7 +96,6 @@ pub(crate) use accept::Acceptor;
 pub(crate) use close::abort;
 use drain::Drain;
 pub use drain::DrainReport;
-pub(crate) use drain::read_signals;
 pub(crate) use mailbox::{DoneCount, Exit, FromWorker, Mailbox, ToWorker};
 use observe::Work;
 use read::Readiness;
@@ -183,12 +182,8 @@ impl<H: Handler> Server<H> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        // signal-hook's handler writes a byte to a socketpair (the self-pipe
-        // trick); its read end is a source like any socket, so signals
-        // arrive as ordinary events.
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        // Signals arrive as ordinary events (`signals.rs`).
+        let signals = signals::listen(poll.registry(), SIGNALS)?;
         let local_addr = listener.local_addr()?;
         let mut server = Server::new(poll, local_addr, config, handler);
         server.acceptor = Acceptor::new(Some(listener), server.config.max_connections);

@@ -24,8 +24,9 @@ use super::{LISTENER, REPORTS, SIGNALS, Spawn, Worker};
 /// the deadline; one that has not reported a second later is stuck (in a
 /// handler that never returns, say), and the process exits without it.
 pub(super) const STUCK_GRACE: Duration = Duration::from_secs(1);
-use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, ToWorker, abort, read_signals};
+use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, ToWorker, abort};
 use crate::io_util::interrupted;
+use crate::signals::{self, Order};
 use crate::stats::{Snapshot, Spread};
 
 /// The coordinator's loop: accept and hand over, signals, workers' reports.
@@ -249,22 +250,22 @@ impl Coordinator {
     }
 
     fn handle_signals(&mut self) {
-        let (report_stats, stops) = read_signals(&mut self.signals);
-        if report_stats {
-            let slots = self.workers.iter().map(|_| None).collect();
-            self.stats_asked = Some(slots);
-            self.tell_all(|| ToWorker::Stats);
-        }
-        for name in stops {
-            if self.draining {
-                warn!("{name} during the drain: exiting now");
-                self.tell_all(|| ToWorker::Force);
-                self.forced = true;
-                // Healthy workers cut off at once; wait no longer for the rest.
-                let at = self.now + STUCK_GRACE;
-                self.give_up_at = Some(self.give_up_at.map_or(at, |was| was.min(at)));
-            } else {
-                self.start_drain(name);
+        for order in signals::orders(&mut self.signals) {
+            match order {
+                Order::Stats => {
+                    let slots = self.workers.iter().map(|_| None).collect();
+                    self.stats_asked = Some(slots);
+                    self.tell_all(|| ToWorker::Stats);
+                }
+                Order::Stop(name) if !self.draining => self.start_drain(name),
+                Order::Stop(name) => {
+                    warn!("{name} during the drain: exiting now");
+                    self.tell_all(|| ToWorker::Force);
+                    self.forced = true;
+                    // Healthy workers cut off at once; wait no longer for the rest.
+                    let at = self.now + STUCK_GRACE;
+                    self.give_up_at = Some(self.give_up_at.map_or(at, |was| was.min(at)));
+                }
             }
         }
     }

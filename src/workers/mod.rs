@@ -54,9 +54,8 @@ use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 
-use log::{info, warn};
+use log::info;
 use mio::{Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
 use signal_hook_mio::v1_0::Signals;
 
 use coordinator::Coordinator;
@@ -68,8 +67,8 @@ use crate::event_loop::{
 use crate::fd_limit::fit_fd_limit;
 use crate::handler::Handler;
 use crate::listener;
+use crate::signals;
 use crate::stats::Snapshot;
-use crate::sys;
 
 // The coordinator's tokens: it has only these three sources.
 const LISTENER: Token = Token(0);
@@ -166,9 +165,7 @@ where
             poll.registry()
                 .register(listener, LISTENER, Interest::READABLE)?;
         }
-        let mut signals = Signals::new([SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let signals = signals::listen(poll.registry(), SIGNALS)?;
         Ok(Workers {
             poll,
             acceptor,
@@ -276,14 +273,8 @@ where
         n => format!("worker-{index}.{n}"),
     };
     let thread = std::thread::Builder::new().name(name).spawn(move || {
-        // Only the coordinator reads the signals. Blocked here, the kernel
-        // never picks this thread to deliver one, so signal-hook's handler
-        // never runs on it and its epoll_wait is never interrupted (EINTR).
-        // A signal that lands before this line does no harm: the handler
-        // writes to the coordinator's socketpair from any thread.
-        if let Err(e) = sys::block_signals(&[SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1]) {
-            warn!("cannot block signals in a worker thread: {e}");
-        }
+        // Only the coordinator reads the signals.
+        signals::keep_away_from_this_thread();
         let outbox = mailbox.outbox.clone();
         let coordinator = mailbox.coordinator.clone();
         // A panic must not take the process down with the connections of
