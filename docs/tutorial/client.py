@@ -16,53 +16,104 @@ usage:
                                  then "bye\\npartial" and a half-close
   client.py slow ADDR MIB        send MIB MiB of 1 KiB lines without reading;
                                  after 1 s start reading, and check every byte
+  client.py flood ADDR MIB [PID] send MIB MiB of 1 KiB lines without reading
+                                 until the writes block (no progress for 1 s):
+                                 say how many bytes got out, and with PID how
+                                 much the server's VmRSS grew; then read it all
+                                 back and check every byte
   client.py drain ADDR PID       leave echoes pending, send SIGTERM to PID,
                                  read to the end: every echo, then EOF or reset?
+  client.py idle ADDR PID        "hello\\n" and its echo; 0.3 s later SIGTERM to
+                                 PID; read to the end; close 0.3 s after EOF
   client.py count TRACE N        count the system calls in an `strace -f -o TRACE`
                                  file between the "start" and "stop" lines of
                                  a pingpong run, per message (N messages)
 
-ADDR is HOST:PORT, e.g. 127.0.0.1:8003.
+ADDR is HOST:PORT, e.g. 127.0.0.1:8003. Writes have no time limit (a
+server that applies backpressure is right to block them); a read gives up
+after 10 s with nothing new.
 """
 import collections
 import os
 import re
+import select
 import signal
 import socket
 import sys
 import threading
 import time
 
+# How long a read waits for the next byte before it gives up. Only reads
+# wait with a limit: a write blocks for as long as the server takes, since
+# a server that applies backpressure is right to stop us.
+PATIENCE = 10.0
+
 
 def connect(addr):
     host, port = addr.rsplit(":", 1)
-    return socket.create_connection((host, int(port)), timeout=10)
+    # No timeout on the socket: it is blocking, so a sendall of any size
+    # waits for the server. Reads use select() for their own limit.
+    s = socket.create_connection((host, int(port)))
+    s.settimeout(None)
+    return s
+
+
+def wait_readable(s, seconds):
+    return bool(select.select([s], [], [], seconds)[0])
 
 
 def read_for(s, seconds):
     """Reads whatever arrives until `seconds` pass with nothing new."""
-    s.settimeout(seconds)
-    got = b""
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-    except socket.timeout:
-        pass
-    s.settimeout(10)
-    return got
-
-
-def read_exactly(s, n):
-    got = b""
-    while len(got) < n:
-        chunk = s.recv(min(65536, n - len(got)))
-        if not chunk:
+    got = bytearray()
+    buf = bytearray(65536)
+    while wait_readable(s, seconds):
+        n = s.recv_into(buf)
+        if n == 0:
             break
-        got += chunk
-    return got
+        got += buf[:n]
+    return bytes(got)
+
+
+def read_exactly(s, n, patience=PATIENCE):
+    """Reads n bytes, or fewer if the stream ends or nothing arrives for
+    `patience` seconds. One buffer of n bytes, filled in place."""
+    got = bytearray(n)
+    view = memoryview(got)
+    pos = 0
+    while pos < n and wait_readable(s, patience):
+        k = s.recv_into(view[pos:], min(1 << 20, n - pos))
+        if k == 0:
+            break
+        pos += k
+    return bytes(view[:pos])
+
+
+def read_to_end(s):
+    """Reads until EOF or a reset: (the bytes, "EOF" or "RESET")."""
+    got = bytearray()
+    buf = bytearray(1 << 20)
+    try:
+        while wait_readable(s, PATIENCE):
+            n = s.recv_into(buf)
+            if n == 0:
+                return bytes(got), "EOF"
+            got += buf[:n]
+        return bytes(got), f"nothing for {PATIENCE:.0f} s"
+    except ConnectionResetError:
+        return bytes(got), "RESET"
+
+
+def vm_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def lines_of(mib, fill=b"x"):
+    """MIB MiB of numbered 1 KiB lines."""
+    return b"".join(b"%07d" % k + fill * 1016 + b"\n" for k in range(mib * 1024))
 
 
 def burst(addr, size):
@@ -112,7 +163,7 @@ def split(addr):
 
 def slow(addr, mib):
     s = connect(addr)
-    data = b"".join(b"%07d" % k + b"x" * 1016 + b"\n" for k in range(mib * 1024))
+    data = lines_of(mib)
     sender = threading.Thread(target=s.sendall, args=(data,))
     sender.start()
     time.sleep(1.0)
@@ -120,6 +171,41 @@ def slow(addr, mib):
     got = read_exactly(s, len(data))
     sender.join()
     print(f"sent {len(data)} bytes; {len(got)} came back;",
+          "identical" if got == data else "DIFFERENT")
+
+
+def flood(addr, mib, pid=None):
+    """Sends without reading until the writes block (no progress for 1 s)
+    or everything is sent; says how far it got, and with PID how much the
+    server's VmRSS grew meanwhile; then reads it all back."""
+    s = connect(addr)
+    data = memoryview(lines_of(mib))
+    rss0 = vm_rss_kib(pid) if pid else None
+    sent = [0]
+
+    def send():
+        while sent[0] < len(data):
+            sent[0] += s.send(data[sent[0]:sent[0] + 65536])
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    last, still = -1, 0.0
+    while sender.is_alive() and still < 1.0:
+        time.sleep(0.1)
+        still = still + 0.1 if sent[0] == last else 0.0
+        last = sent[0]
+    if sender.is_alive():
+        print(f"{sent[0]} bytes ({sent[0] / 2**20:.1f} MiB) of {len(data)} got out,",
+              "then the writes blocked for 1 s")
+    else:
+        time.sleep(1.0)  # let the server read what is still in flight
+        print(f"all {len(data)} bytes ({len(data) / 2**20:.0f} MiB) got out without blocking")
+    if pid:
+        grew = vm_rss_kib(pid) - rss0
+        print(f"the server's VmRSS grew by {grew} KiB ({grew / 1024:.1f} MiB)")
+    got = read_exactly(s, len(data))
+    sender.join()
+    print(f"{len(got)} bytes came back;",
           "identical" if got == data else "DIFFERENT")
 
 
@@ -134,20 +220,28 @@ def drain(addr, pid):
     time.sleep(0.5)
     os.kill(pid, signal.SIGTERM)
     print(f"sent SIGTERM to {pid}")
-    got, end = b"", "EOF"
-    try:
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            got += chunk
-    except ConnectionResetError:
-        end = "RESET"
+    got, end = read_to_end(s)
     sender.join()
     whole = got == data[:len(got)] and len(got) % 128 == 0
     print(f"{len(got) // 128} lines of {len(data) // 128} came back",
           f"({'whole lines, in order' if whole else 'NOT a prefix of what was sent'}),",
           f"then {end}")
+    s.close()
+
+
+def idle(addr, pid):
+    """An idle client during a drain: the trace in step 6."""
+    s = connect(addr)
+    s.sendall(b"hello\n")
+    print("echo:", read_exactly(s, 6))
+    time.sleep(0.3)
+    os.kill(pid, signal.SIGTERM)
+    print(f"sent SIGTERM to {pid}")
+    t0 = time.monotonic()
+    got, end = read_to_end(s)
+    print(f"{len(got)} more bytes, then {end} after {time.monotonic() - t0:.3f} s;",
+          "closing 0.3 s later")
+    time.sleep(0.3)
     s.close()
 
 
@@ -182,8 +276,12 @@ def main():
         split(addr)
     elif mode == "slow" and len(rest) == 1:
         slow(addr, int(rest[0]))
+    elif mode == "flood" and len(rest) in (1, 2):
+        flood(addr, *map(int, rest))
     elif mode == "drain" and len(rest) == 1:
         drain(addr, int(rest[0]))
+    elif mode == "idle" and len(rest) == 1:
+        idle(addr, int(rest[0]))
     elif mode == "count" and len(rest) == 1:
         count(addr, int(rest[0]))
     else:
