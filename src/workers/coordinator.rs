@@ -17,6 +17,10 @@ use mio::{Events, Poll};
 use signal_hook_mio::v1_0::Signals;
 
 use super::{LISTENER, REPORTS, SIGNALS, Spawn, Worker};
+use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, ToWorker, abort};
+use crate::io_util::interrupted;
+use crate::signals::{self, Order};
+use crate::stats::{Snapshot, Spread};
 
 /// How long the coordinator waits for the workers past the drain's deadline
 /// (or past a second stop signal) before it gives up on those still running.
@@ -24,10 +28,6 @@ use super::{LISTENER, REPORTS, SIGNALS, Spawn, Worker};
 /// the deadline; one that has not reported a second later is stuck (in a
 /// handler that never returns, say), and the process exits without it.
 pub(super) const STUCK_GRACE: Duration = Duration::from_secs(1);
-use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, ToWorker, abort};
-use crate::io_util::interrupted;
-use crate::signals::{self, Order};
-use crate::stats::{Snapshot, Spread};
 
 /// The coordinator's loop: accept and hand over, signals, workers' reports.
 pub(super) struct Coordinator {
