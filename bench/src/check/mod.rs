@@ -48,7 +48,7 @@ pub fn run(plan: &Plan) -> usize {
         }
         if plan.no_drain && check.name == "drain" {
             println!(
-                "SKIP {} (rule: {}): --no-drain, the server does not claim a graceful drain",
+                "SKIP {} [{}]: --no-drain, the server does not claim a graceful drain",
                 check.name, check.rule
             );
             skipped += 1;
@@ -60,13 +60,13 @@ pub fn run(plan: &Plan) -> usize {
         match outcome {
             Ok(note) => {
                 passed += 1;
-                println!("PASS {} (rule: {}): {note} [{secs:.1} s]", check.name, check.rule);
+                println!("PASS {} [{}]: {note} ({secs:.1} s)", check.name, check.rule);
             }
             Err(what) => {
                 failed += 1;
                 println!(
-                    "FAIL {} (rule: {}): {what}. Rule \"{}\": {} [{secs:.1} s]",
-                    check.name, check.rule, check.rule, check.why
+                    "FAIL {} [{}]: {what}. The rule: {} ({secs:.1} s)",
+                    check.name, check.rule, check.why
                 );
                 if plan.verbose {
                     for line in log {

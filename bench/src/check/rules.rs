@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -125,7 +126,7 @@ fn split_lines(ctx: &Ctx, srv: &mut Server) -> Outcome {
         ));
     }
     write(&mut c, b"\n")?;
-    expect_echo(&mut c, &whole, ctx.stall, "a line sent one byte per write")?;
+    expect_echo(srv, &mut c, &whole, ctx.stall, "a line sent one byte per write")?;
     // Two lines cut at every point: the cut falls inside a line, next to
     // a '\n', and between the two.
     let two = b"ab\ncd\n";
@@ -133,7 +134,7 @@ fn split_lines(ctx: &Ctx, srv: &mut Server) -> Outcome {
         write(&mut c, &two[..cut])?;
         std::thread::sleep(Duration::from_millis(20));
         write(&mut c, &two[cut..])?;
-        expect_echo(&mut c, two, ctx.stall, &format!("\"ab\\ncd\\n\" cut after byte {cut}"))?;
+        expect_echo(srv, &mut c, two, ctx.stall, &format!("\"ab\\ncd\\n\" cut after byte {cut}"))?;
     }
     Ok(format!(
         "a {}-byte line (every byte value) sent one byte per write came back whole, once its '\\n' came; two lines cut at every point too",
@@ -151,13 +152,13 @@ fn coalesced_lines(ctx: &Ctx, srv: &mut Server) -> Outcome {
         })
         .collect();
     let writer = Writer::start(&c, data.clone(), data.len());
-    expect_echo(&mut c, &data, ctx.stall, "2000 lines in one write")?;
+    expect_echo(srv, &mut c, &data, ctx.stall, "2000 lines in one write")?;
     writer.join().map_err(|e| format!("the write failed: {e}"))?;
     // A line and a half, then the other half with a whole line.
     write(&mut c, b"one\ntw")?;
     std::thread::sleep(Duration::from_millis(50));
     write(&mut c, b"o\nthree\n")?;
-    expect_echo(&mut c, b"one\ntwo\nthree\n", ctx.stall, "\"one\\ntw\" + \"o\\nthree\\n\"")?;
+    expect_echo(srv, &mut c, b"one\ntwo\nthree\n", ctx.stall, "\"one\\ntw\" + \"o\\nthree\\n\"")?;
     Ok(format!(
         "2000 lines ({} bytes) in one write came back in order; a line and a half, then the rest, too",
         data.len()
@@ -213,7 +214,7 @@ fn accept_until_eagain(ctx: &Ctx, srv: &mut Server) -> Outcome {
 
 fn read_until_eagain(ctx: &Ctx, srv: &mut Server) -> Outcome {
     let mut c = connect(srv.addr, ctx.patience)?;
-    roundtrip(&mut c, b"hi\n", ctx.stall)?;
+    roundtrip(srv, &mut c, b"hi\n", ctx.stall)?;
     let data = lines("burst", 0, 8192, 128); // 1 MiB
     // One write of all of it, while the server is stopped: what fits in
     // the buffers is there before the server looks, behind one edge.
@@ -247,7 +248,7 @@ fn keep_writable(ctx: &Ctx, srv: &mut Server) -> Outcome {
     // A small receive window: the client's side holds little, so the
     // server's socket fills up and its writes come up short.
     let mut c = connect_small_window(srv.addr, ctx.patience)?;
-    roundtrip(&mut c, b"hi\n", ctx.stall)?;
+    roundtrip(srv, &mut c, b"hi\n", ctx.stall)?;
     let me = c.local_addr().map_err(|e| e.to_string())?;
     // Send in steps, without reading, until the server holds echo in its
     // own memory: bytes neither the client's socket nor the server's took.
@@ -279,7 +280,7 @@ fn keep_writable(ctx: &Ctx, srv: &mut Server) -> Outcome {
     if got.len() < want.len() {
         let inside = match server_side(srv, &c) {
             Some(q) if q.unread > 0 => format!(
-                "; {} bytes of input sit unread in the server's socket: it stopped reading and did not read again (see resume-read)",
+                "; {} bytes of input sit unread in the server's socket: the server is not reading them (a lost wake-up: see read-until-eagain and resume-read)",
                 q.unread
             ),
             Some(q) => format!(
@@ -303,7 +304,7 @@ fn keep_writable(ctx: &Ctx, srv: &mut Server) -> Outcome {
 
 fn resume_read(ctx: &Ctx, srv: &mut Server) -> Outcome {
     let mut c = connect(srv.addr, ctx.patience)?;
-    roundtrip(&mut c, b"hi\n", ctx.stall)?;
+    roundtrip(srv, &mut c, b"hi\n", ctx.stall)?;
     let data = lines("pause", 0, (16 << 20) / 128, 128); // 16 MiB
     // Send without reading until the writes block: the server has stopped
     // reading (backpressure) and every buffer on the way is full.
@@ -332,7 +333,7 @@ fn resume_read(ctx: &Ctx, srv: &mut Server) -> Outcome {
     if got.len() < data.len() {
         let inside = match server_side(srv, &c) {
             Some(q) if q.unread > 0 => format!(
-                "; {} bytes sit unread in the server's socket: after resuming, it did not read again",
+                "; {} bytes sit unread in the server's socket, and no new byte can come: the server does not read them (did it resume without reading? see also read-until-eagain)",
                 q.unread
             ),
             Some(q) => format!(
@@ -376,7 +377,7 @@ fn rdhup_short_read(ctx: &Ctx, srv: &mut Server) -> Outcome {
     };
     // The line and the FIN, both there before the server looks: one event.
     let mut c = connect(srv.addr, ctx.patience)?;
-    roundtrip(&mut c, b"hi\n", ctx.stall)?;
+    roundtrip(srv, &mut c, b"hi\n", ctx.stall)?;
     srv.while_stopped(|| {
         let r = c.write_all(b"last words\n");
         c.shutdown(Shutdown::Write).ok();
@@ -398,7 +399,7 @@ fn rdhup_short_read(ctx: &Ctx, srv: &mut Server) -> Outcome {
 
 fn eintr(ctx: &Ctx, srv: &mut Server) -> Outcome {
     let mut a = connect(srv.addr, ctx.patience)?;
-    roundtrip(&mut a, b"before\n", ctx.stall)?;
+    roundtrip(srv, &mut a, b"before\n", ctx.stall)?;
     for _ in 0..5 {
         srv.signal(Signal::STOP);
         std::thread::sleep(Duration::from_millis(50));
@@ -410,15 +411,15 @@ fn eintr(ctx: &Ctx, srv: &mut Server) -> Outcome {
             "stopped and continued 5 times while idle (SIGSTOP, SIGCONT), {died}"
         ));
     }
-    roundtrip(&mut a, b"after\n", ctx.stall)?;
+    roundtrip(srv, &mut a, b"after\n", ctx.stall)?;
     let mut b = connect(srv.addr, ctx.patience)?;
-    roundtrip(&mut b, b"new\n", ctx.stall)?;
+    roundtrip(srv, &mut b, b"new\n", ctx.stall)?;
     Ok("stopped and continued 5 times while idle (epoll_wait fails with EINTR each time): still echoing, still accepting. Only this EINTR can be caused from outside: the checker does not know the server's own signal handlers".into())
 }
 
 fn read_budget(ctx: &Ctx, srv: &mut Server) -> Outcome {
     let mut probe = connect(srv.addr, ctx.patience)?;
-    roundtrip(&mut probe, b"probe\n", ctx.stall)?;
+    roundtrip(srv, &mut probe, b"probe\n", ctx.stall)?;
     let flooder = connect(srv.addr, ctx.patience)?;
     // One client sends as fast as it can and reads its echoes as fast:
     // 2-byte lines, which cost a server far more to frame than the client
@@ -486,7 +487,7 @@ fn read_budget(ctx: &Ctx, srv: &mut Server) -> Outcome {
     let flooded = flood.sent();
     // Stop the flood; everything it sent must come back: a connection set
     // aside by the budget must be read again without a new edge.
-    let stopped = flood.stop(ctx.patience);
+    let stopped = flood.stop(ctx.stall);
     let mut tail = String::new();
     if let Some((result, sent)) = stopped {
         result.map_err(|e| format!("the flood's write failed: {e}"))?;
@@ -516,8 +517,9 @@ fn read_budget(ctx: &Ctx, srv: &mut Server) -> Outcome {
         }
     } else {
         tail = format!(
-            "the flooding client's writes stayed blocked for {} s: the server stopped reading it",
-            ctx.patience.as_secs()
+            "the flooding client's writes stayed blocked for {} s: the server stopped reading it{}",
+            ctx.stall.as_secs_f64(),
+            unread_note(srv, &flooder)
         );
     }
     // Unblock the reader (and a blocked writer) and collect it.
@@ -540,7 +542,7 @@ fn read_budget(ctx: &Ctx, srv: &mut Server) -> Outcome {
 
 fn drain(ctx: &Ctx, srv: &mut Server) -> Outcome {
     let mut idle = connect(srv.addr, ctx.patience)?;
-    roundtrip(&mut idle, b"idle\n", ctx.stall)?;
+    roundtrip(srv, &mut idle, b"idle\n", ctx.stall)?;
     // A client that keeps sending and does not read: echoes are owed.
     let mut busy = connect(srv.addr, ctx.patience)?;
     let sender = Flood::start(&busy, |k| line("drain", k, 128));
@@ -553,11 +555,22 @@ fn drain(ctx: &Ctx, srv: &mut Server) -> Outcome {
     if end != End::Eof || !got.is_empty() {
         sender.stop(Duration::ZERO);
         busy.shutdown(Shutdown::Both).ok();
-        let died = srv.died().map(|d| format!("; {d}")).unwrap_or_default();
         return Err(format!(
-            "after SIGTERM an idle client got {} bytes, {}{died}",
+            "after SIGTERM an idle client got {} bytes, {}{}",
             got.len(),
-            end.describe(ctx.patience)
+            end.describe(ctx.patience),
+            killed(srv)
+        ));
+    }
+    // A server that SIGTERM killed outright has no drain at all: say so,
+    // whatever its clients happened to see.
+    if let Some(status) = srv.wait_exit(Duration::from_millis(100))
+        && status.signal() == Some(Signal::TERM.as_raw())
+    {
+        sender.stop(Duration::ZERO);
+        busy.shutdown(Shutdown::Both).ok();
+        return Err(format!(
+            "SIGTERM killed the server ({status}): it does not handle the signal, so nothing is drained (use --no-drain if it does not claim a graceful drain)"
         ));
     }
     // No new connections.
@@ -601,16 +614,16 @@ fn drain(ctx: &Ctx, srv: &mut Server) -> Outcome {
         None
     };
     if let Some(bad) = bad {
-        let died = srv.died().map(|d| format!("; {d}")).unwrap_or_default();
         return Err(format!(
-            "a client that kept sending got, after SIGTERM, {bad}{died}"
+            "a client that kept sending got, after SIGTERM, {bad}{}",
+            killed(srv)
         ));
     }
     drop(idle);
     drop(busy);
     let Some(status) = srv.wait_exit(ctx.patience) else {
         return Err(format!(
-            "every client got its echoes and FIN and closed, and the server still had not exited {} s later",
+            "every client got its echoes and FIN and closed, and the server had not exited {} s later",
             ctx.patience.as_secs()
         ));
     };
@@ -629,27 +642,51 @@ fn drain(ctx: &Ctx, srv: &mut Server) -> Outcome {
 
 // ------------------------------------------------------------ helpers
 
+/// "; the server exited (...)" if it has.
+fn killed(srv: &mut Server) -> String {
+    srv.died().map(|d| format!("; {d}")).unwrap_or_default()
+}
+
 fn write(c: &mut TcpStream, bytes: &[u8]) -> Result<(), String> {
     c.write_all(bytes).map_err(|e| format!("write: {e}"))
 }
 
-fn roundtrip(c: &mut TcpStream, msg: &[u8], stall: Duration) -> Result<(), String> {
+fn roundtrip(srv: &Server, c: &mut TcpStream, msg: &[u8], stall: Duration) -> Result<(), String> {
     write(c, msg)?;
-    expect_echo(c, msg, stall, &format!("{:?}", String::from_utf8_lossy(msg)))
+    let what = format!("{:?}", String::from_utf8_lossy(msg));
+    expect_echo(srv, c, msg, stall, &what)
 }
 
 /// Reads `want.len()` bytes and compares; the message says what `what` got.
-fn expect_echo(c: &mut TcpStream, want: &[u8], stall: Duration, what: &str) -> Result<(), String> {
+fn expect_echo(
+    srv: &Server,
+    c: &mut TcpStream,
+    want: &[u8],
+    stall: Duration,
+    what: &str,
+) -> Result<(), String> {
     let (got, end) = read_n(c, want.len(), stall);
     if got.len() < want.len() {
         return Err(format!(
-            "{what}: {} of {} bytes came back, {}",
+            "{what}: {} of {} bytes came back, {}{}",
             got.len(),
             want.len(),
-            end.describe(stall)
+            end.describe(stall),
+            unread_note(srv, c)
         ));
     }
     same(&got, want, what)
+}
+
+/// "; N bytes sit unread in the server's socket" when they do.
+fn unread_note(srv: &Server, c: &TcpStream) -> String {
+    match server_side(srv, c) {
+        Some(q) if q.unread > 0 => format!(
+            "; {} bytes sit unread in the server's socket, and the server does not read them",
+            q.unread
+        ),
+        _ => String::new(),
+    }
 }
 
 fn same(got: &[u8], want: &[u8], what: &str) -> Result<(), String> {
