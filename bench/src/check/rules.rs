@@ -218,28 +218,25 @@ fn read_until_eagain(ctx: &Ctx, srv: &mut Server) -> Outcome {
     let data = lines("burst", 0, 8192, 128); // 1 MiB
     // One write of all of it, while the server is stopped: what fits in
     // the buffers is there before the server looks, behind one edge.
-    let writer = srv.while_stopped(|| Writer::start(&c, data.clone(), data.len()));
+    let (writer, queued) = srv.while_stopped(|| {
+        let writer = Writer::start(&c, data.clone(), data.len());
+        std::thread::sleep(Duration::from_millis(300));
+        (writer, server_side(srv, &c).map_or(0, |q| q.unread))
+    });
     let (got, end) = read_n(&mut c, data.len(), ctx.stall);
     if got.len() < data.len() {
-        let q = server_side(srv, &c);
         return Err(format!(
-            "{} of {} bytes sent in one write came back, {}{}",
+            "{} of {} bytes sent in one write ({queued} of them waiting in the server's socket before it looked) came back, {}{}",
             got.len(),
             data.len(),
             end.describe(ctx.stall),
-            match q {
-                Some(q) if q.unread > 0 => format!(
-                    "; {} bytes sit unread in the server's socket, and no event will come for them",
-                    q.unread
-                ),
-                _ => String::new(),
-            }
+            unread_note(srv, &c)
         ));
     }
     same(&got, &data, "the burst's echo")?;
     writer.join().map_err(|e| format!("the write failed: {e}"))?;
     Ok(format!(
-        "{} bytes in one write, waiting before the server looked, came back whole",
+        "{} bytes in one write, {queued} of them waiting in the server's socket before it looked (one edge), came back whole",
         data.len()
     ))
 }
