@@ -44,7 +44,9 @@ fn main() -> ExitCode {
     let mut command = Vec::new();
     while let Some(arg) = args.next() {
         let mut secs = |what: &str| -> Result<Duration, String> {
-            let v = args.next().ok_or(format!("{what} needs a number of seconds"))?;
+            let v = args
+                .next()
+                .ok_or(format!("{what} needs a number of seconds"))?;
             v.parse::<f64>()
                 .ok()
                 .filter(|s| *s > 0.0 && s.is_finite())

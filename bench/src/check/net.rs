@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-
 /// Connects, with reads and writes that give up after `patience`.
 pub fn connect(addr: SocketAddr, patience: Duration) -> Result<TcpStream, String> {
     let s = TcpStream::connect_timeout(&addr, patience)

@@ -13,6 +13,9 @@ pub struct Queues {
     pub unread: u64,
     /// Bytes written and not yet acknowledged by the peer (`tx_queue`).
     pub unsent: u64,
+    /// Whether a process holds the socket: one still in the listen backlog,
+    /// never accepted, has no inode.
+    pub accepted: bool,
 }
 
 /// The queues of the socket whose local address is `local` and whose peer
@@ -26,13 +29,14 @@ pub fn of(local: SocketAddr, remote: SocketAddr) -> Option<Queues> {
     let (want_local, want_remote) = (hex(local), hex(remote));
     table.lines().skip(1).find_map(|row| {
         let f: Vec<&str> = row.split_whitespace().collect();
-        if f.len() < 5 || f[1] != want_local || f[2] != want_remote {
+        if f.len() < 10 || f[1] != want_local || f[2] != want_remote {
             return None;
         }
         let (tx, rx) = f[4].split_once(':')?;
         Some(Queues {
             unsent: u64::from_str_radix(tx, 16).ok()?,
             unread: u64::from_str_radix(rx, 16).ok()?,
+            accepted: f[9] != "0",
         })
     })
 }

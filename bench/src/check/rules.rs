@@ -126,7 +126,13 @@ fn split_lines(ctx: &Ctx, srv: &mut Server) -> Outcome {
         ));
     }
     write(&mut c, b"\n")?;
-    expect_echo(srv, &mut c, &whole, ctx.stall, "a line sent one byte per write")?;
+    expect_echo(
+        srv,
+        &mut c,
+        &whole,
+        ctx.stall,
+        "a line sent one byte per write",
+    )?;
     // Two lines cut at every point: the cut falls inside a line, next to
     // a '\n', and between the two.
     let two = b"ab\ncd\n";
@@ -134,7 +140,13 @@ fn split_lines(ctx: &Ctx, srv: &mut Server) -> Outcome {
         write(&mut c, &two[..cut])?;
         std::thread::sleep(Duration::from_millis(20));
         write(&mut c, &two[cut..])?;
-        expect_echo(srv, &mut c, two, ctx.stall, &format!("\"ab\\ncd\\n\" cut after byte {cut}"))?;
+        expect_echo(
+            srv,
+            &mut c,
+            two,
+            ctx.stall,
+            &format!("\"ab\\ncd\\n\" cut after byte {cut}"),
+        )?;
     }
     Ok(format!(
         "a {}-byte line (every byte value) sent one byte per write came back whole, once its '\\n' came; two lines cut at every point too",
@@ -153,12 +165,20 @@ fn coalesced_lines(ctx: &Ctx, srv: &mut Server) -> Outcome {
         .collect();
     let writer = Writer::start(&c, data.clone(), data.len());
     expect_echo(srv, &mut c, &data, ctx.stall, "2000 lines in one write")?;
-    writer.join().map_err(|e| format!("the write failed: {e}"))?;
+    writer
+        .join()
+        .map_err(|e| format!("the write failed: {e}"))?;
     // A line and a half, then the other half with a whole line.
     write(&mut c, b"one\ntw")?;
     std::thread::sleep(Duration::from_millis(50));
     write(&mut c, b"o\nthree\n")?;
-    expect_echo(srv, &mut c, b"one\ntwo\nthree\n", ctx.stall, "\"one\\ntw\" + \"o\\nthree\\n\"")?;
+    expect_echo(
+        srv,
+        &mut c,
+        b"one\ntwo\nthree\n",
+        ctx.stall,
+        "\"one\\ntw\" + \"o\\nthree\\n\"",
+    )?;
     Ok(format!(
         "2000 lines ({} bytes) in one write came back in order; a line and a half, then the rest, too",
         data.len()
@@ -234,7 +254,9 @@ fn read_until_eagain(ctx: &Ctx, srv: &mut Server) -> Outcome {
         ));
     }
     same(&got, &data, "the burst's echo")?;
-    writer.join().map_err(|e| format!("the write failed: {e}"))?;
+    writer
+        .join()
+        .map_err(|e| format!("the write failed: {e}"))?;
     Ok(format!(
         "{} bytes in one write, {queued} of them waiting in the server's socket before it looked (one edge), came back whole",
         data.len()
@@ -318,8 +340,10 @@ fn resume_read(ctx: &Ctx, srv: &mut Server) -> Outcome {
             "the client's writes blocked after {} bytes{}",
             writer.written(),
             match paused {
-                Some(q) if q.unread > 0 =>
-                    format!(" with {} bytes unread in the server's socket (paused)", q.unread),
+                Some(q) if q.unread > 0 => format!(
+                    " with {} bytes unread in the server's socket (paused)",
+                    q.unread
+                ),
                 _ => String::new(),
             }
         )
@@ -347,7 +371,9 @@ fn resume_read(ctx: &Ctx, srv: &mut Server) -> Outcome {
         ));
     }
     same(&got, &data, "the echo")?;
-    writer.join().map_err(|e| format!("the write failed: {e}"))?;
+    writer
+        .join()
+        .map_err(|e| format!("the write failed: {e}"))?;
     Ok(format!(
         "{how}; then read: all {} bytes came back",
         data.len()
@@ -368,7 +394,11 @@ fn rdhup_short_read(ctx: &Ctx, srv: &mut Server) -> Outcome {
                 ctx.stall.as_secs_f64()
             )
         } else {
-            format!("got {:?}, {}", String::from_utf8_lossy(&got), end.describe(ctx.stall))
+            format!(
+                "got {:?}, {}",
+                String::from_utf8_lossy(&got),
+                end.describe(ctx.stall)
+            )
         };
         Err(format!("{how}: {what}"))
     };
@@ -544,6 +574,15 @@ fn drain(ctx: &Ctx, srv: &mut Server) -> Outcome {
     let mut busy = connect(srv.addr, ctx.patience)?;
     let sender = Flood::start(&busy, |k| line("drain", k, 128));
     std::thread::sleep(Duration::from_millis(500));
+    // What the server has read so far: sent, less what is still in either
+    // socket (the count first, the queues after: the estimate can only be
+    // low). Every complete line of it is owed.
+    let sent = sender.sent();
+    let read = match (server_side(srv, &busy), client_side(srv, &busy)) {
+        (Some(s), Some(c)) => sent.saturating_sub((s.unread + c.unsent) as usize),
+        _ => 0,
+    };
+    let owed = read / 128 * 128;
     let signalled = Instant::now();
     srv.signal(Signal::TERM);
 
@@ -603,6 +642,12 @@ fn drain(ctx: &Ctx, srv: &mut Server) -> Outcome {
         ))
     } else if got.is_empty() {
         Some("no echo at all, then FIN: the echoes owed were thrown away".to_string())
+    } else if got.len() < owed {
+        Some(format!(
+            "{} bytes of echo, then FIN, but the server had read {owed} bytes of whole lines before the signal: {} bytes owed were lost",
+            got.len(),
+            owed - got.len()
+        ))
     } else if got.len() % 128 != 0 {
         Some(format!("{} bytes: the last line was cut short", got.len()))
     } else if let Some(at) = first_difference(&got, &want) {
@@ -631,7 +676,7 @@ fn drain(ctx: &Ctx, srv: &mut Server) -> Outcome {
         ));
     }
     Ok(format!(
-        "on SIGTERM: an idle client got FIN; new connects were refused; a client that kept sending got {} bytes of owed echoes (whole lines, in order), then FIN, not RST; exit 0 after {:.1} s",
+        "on SIGTERM: an idle client got FIN; new connects were refused; a client that kept sending got {} bytes of echoes (whole lines, in order; at least {owed} were owed), then FIN, not RST; exit 0 after {:.1} s",
         got.len(),
         signalled.elapsed().as_secs_f64()
     ))
@@ -678,6 +723,10 @@ fn expect_echo(
 /// "; N bytes sit unread in the server's socket" when they do.
 fn unread_note(srv: &Server, c: &TcpStream) -> String {
     match server_side(srv, c) {
+        Some(q) if !q.accepted => format!(
+            "; the server never accepted this connection ({} bytes wait in its socket, in the listen backlog)",
+            q.unread
+        ),
         Some(q) if q.unread > 0 => format!(
             "; {} bytes sit unread in the server's socket, and the server does not read them",
             q.unread
@@ -689,13 +738,20 @@ fn unread_note(srv: &Server, c: &TcpStream) -> String {
 fn same(got: &[u8], want: &[u8], what: &str) -> Result<(), String> {
     match first_difference(got, want) {
         None => Ok(()),
-        Some(at) => Err(format!("{what}: the echo differs from what was sent at byte {at}")),
+        Some(at) => Err(format!(
+            "{what}: the echo differs from what was sent at byte {at}"
+        )),
     }
 }
 
 /// The server's socket for the client `c`.
 fn server_side(srv: &Server, c: &TcpStream) -> Option<Queues> {
     queues::of(srv.addr, c.local_addr().ok()?)
+}
+
+/// The client's own socket to the server.
+fn client_side(srv: &Server, c: &TcpStream) -> Option<Queues> {
+    queues::of(c.local_addr().ok()?, srv.addr)
 }
 
 /// Waits until the server has read all the client sent and the queues

@@ -208,7 +208,9 @@ fn free_port() -> std::io::Result<u16> {
 /// address (0.0.0.0, [::]) is reached on loopback.
 fn listening_on(line: &str) -> Option<SocketAddr> {
     let at = line.to_ascii_lowercase().find("listening on ")?;
-    let word = line[at + "listening on ".len()..].split_whitespace().next()?;
+    let word = line[at + "listening on ".len()..]
+        .split_whitespace()
+        .next()?;
     let word = word.trim_end_matches([',', '.', ';', ')']);
     let word = word
         .strip_prefix("http://")
