@@ -54,8 +54,14 @@ fn main() -> ExitCode {
                 .ok_or(format!("{what}: not a number of seconds: {v}"))
         };
         let parsed = match arg.as_str() {
-            "--no-drain" => Ok(plan.no_drain = true),
-            "-v" | "--verbose" => Ok(plan.verbose = true),
+            "--no-drain" => {
+                plan.no_drain = true;
+                Ok(())
+            }
+            "-v" | "--verbose" => {
+                plan.verbose = true;
+                Ok(())
+            }
             "--stall" => secs("--stall").map(|d| plan.ctx.stall = d),
             "--latency" => secs("--latency").map(|d| plan.ctx.latency = d),
             "--patience" => secs("--patience").map(|d| plan.ctx.patience = d),

@@ -69,7 +69,8 @@ mod tests {
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut server, _) = listener.accept().unwrap();
         client.write_all(&[7; 1000]).unwrap();
-        let server_side = || of(server.local_addr().unwrap(), server.peer_addr().unwrap());
+        let (local, peer) = (server.local_addr().unwrap(), server.peer_addr().unwrap());
+        let server_side = || of(local, peer);
         let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while server_side().map(|q| q.unread) != Some(1000) {
             assert!(std::time::Instant::now() < give_up, "{:?}", server_side());

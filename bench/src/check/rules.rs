@@ -650,10 +650,9 @@ fn drain(ctx: &Ctx, srv: &mut Server) -> Outcome {
         ))
     } else if got.len() % 128 != 0 {
         Some(format!("{} bytes: the last line was cut short", got.len()))
-    } else if let Some(at) = first_difference(&got, &want) {
-        Some(format!("the echo differs from what was sent at byte {at}"))
     } else {
-        None
+        first_difference(&got, &want)
+            .map(|at| format!("the echo differs from what was sent at byte {at}"))
     };
     if let Some(bad) = bad {
         return Err(format!(
