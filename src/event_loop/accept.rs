@@ -93,13 +93,22 @@ impl Acceptor {
         }
     }
 
+    /// The listening socket's descriptor, to hand it to a live upgrade's
+    /// new process; `None` once closed.
+    pub(crate) fn listener_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.listener.as_ref().map(std::os::fd::AsFd::as_fd)
+    }
+
     /// The listening socket, to register it with a poll.
     pub(crate) fn listener_mut(&mut self) -> Option<&mut TcpListener> {
         self.listener.as_mut()
     }
 
-    /// Stops listening: new connects are refused, and clients still waiting
-    /// in the backlog are reset, never served.
+    /// Stops listening: closes our descriptor of the socket. If it was the
+    /// last one, new connects are refused and clients still waiting in the
+    /// backlog are reset, never served; if another process holds the same
+    /// socket (socket activation, or a live upgrade's new process), it
+    /// listens on and serves them.
     pub(crate) fn close(&mut self) {
         self.listener = None;
         self.paused_until = None;
