@@ -246,7 +246,7 @@ impl Upgrader {
                     deadline: now + timeout,
                 };
             }
-            Err(e) => error!("SIGUSR2: cannot start {program}: {e}; serving on, nothing changed"),
+            Err(e) => error!("SIGUSR2: cannot start {program}: {e}; this process serves on"),
         }
     }
 
@@ -462,7 +462,7 @@ fn close_channel(registry: &Registry, channel: Socket) {
 fn stop_and_reap(pid: u32) {
     match sys::try_wait(pid) {
         Ok(Some(status)) => {
-            info!("upgrade: pid {pid} had ended ({status}); reaped");
+            info!("upgrade: pid {pid} ended ({status}); reaped");
             return;
         }
         Ok(None) => {}
@@ -474,9 +474,10 @@ fn stop_and_reap(pid: u32) {
     if let Err(e) = sys::signal_process(pid, libc::SIGKILL) {
         warn!("upgrade: cannot stop pid {pid}: {e}");
     }
-    // A killed process ends at once: this wait is short.
+    // A killed process ends at once: this wait is short. (One that was
+    // exiting on its own may beat the signal: its status says which.)
     match sys::wait(pid) {
-        Ok(status) => info!("upgrade: pid {pid} stopped ({status}); reaped"),
+        Ok(status) => info!("upgrade: pid {pid} ended ({status}); reaped"),
         Err(e) => warn!("upgrade: cannot reap pid {pid}: {e}"),
     }
 }
