@@ -458,10 +458,10 @@ fn read_log(
         let mut tx = Some(tx);
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if let Some(at) = line.find("listening on ") {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
-                }
+            if let Some(at) = line.find("listening on ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
             }
             log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
         }
