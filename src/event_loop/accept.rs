@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
-use mio::Interest;
 use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
 
 use super::{ACCEPT_RETRY, Server};
 use crate::connection::{ConnId, Connection};
@@ -109,8 +109,17 @@ impl Acceptor {
     /// backlog are reset, never served; if another process holds the same
     /// socket (socket activation, or a live upgrade's new process), it
     /// listens on and serves them.
-    pub(crate) fn close(&mut self) {
-        self.listener = None;
+    ///
+    /// It leaves `registry`'s poll first: epoll forgets a descriptor only
+    /// when the last descriptor of its socket anywhere is closed, so a
+    /// socket that lives on elsewhere would go on waking this poll for
+    /// every connect that the other process serves.
+    pub(crate) fn close(&mut self, registry: &Registry) {
+        if let Some(mut listener) = self.listener.take()
+            && let Err(e) = registry.deregister(&mut listener)
+        {
+            debug!("deregistering the listener: {e}");
+        }
         self.paused_until = None;
     }
 

@@ -142,7 +142,7 @@ impl<H: Handler> Server<H> {
     /// accepting (the new process accepts from the same socket now).
     pub(super) fn upgrade_event(&mut self) {
         if self.upgrade.readable(self.poll.registry(), self.now) == Step::StopAccepting {
-            self.acceptor.close();
+            self.acceptor.close(self.poll.registry());
         }
     }
 
@@ -162,7 +162,7 @@ impl<H: Handler> Server<H> {
     /// Graceful shutdown: stop listening, stop taking input, deliver what is
     /// owed, close every connection cleanly, all before `deadline`.
     pub(super) fn start_drain(&mut self, signal: &str, deadline: Instant) {
-        self.acceptor.close();
+        self.acceptor.close(self.poll.registry());
         // An upgrade still waiting for its process is given up.
         self.upgrade.abandon(self.poll.registry(), signal);
         self.drain = Some(Drain {

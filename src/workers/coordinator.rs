@@ -270,7 +270,7 @@ impl Coordinator {
     /// accepting (the new process accepts from the same socket now).
     fn upgrade_event(&mut self) {
         if self.upgrade.readable(self.poll.registry(), self.now) == Step::StopAccepting {
-            self.acceptor.close();
+            self.acceptor.close(self.poll.registry());
         }
     }
 
@@ -305,7 +305,7 @@ impl Coordinator {
     /// deadline for all of them.
     fn start_drain(&mut self, signal: &'static str) {
         self.draining = true;
-        self.acceptor.close();
+        self.acceptor.close(self.poll.registry());
         // An upgrade still waiting for its process is given up.
         self.upgrade.abandon(self.poll.registry(), signal);
         // After a handover the supervisor watches the new process: our
