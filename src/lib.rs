@@ -71,7 +71,7 @@ mod stats;
 mod sys;
 mod throttle;
 mod timers;
-pub mod upgrade;
+mod upgrade;
 mod workers;
 
 pub use config::Config;
