@@ -4,13 +4,17 @@
 ADDR ?= 127.0.0.1:8000
 CARGO ?= cargo
 
-.PHONY: help run build test soak bench bench-compare perf strace fuzz doc clean check-server
+.PHONY: help run build test soak upgrade-soak bench bench-compare perf strace fuzz doc clean check-server
 
 FUZZ_SECONDS ?= 60
 # make soak: seconds of load before SIGTERM, and extra server flags passed
 # verbatim (SOAK_ARGS="--workers 2"). CARGO_TARGET_DIR is honoured.
 SOAK_SECS ?= 60
 SOAK_ARGS ?=
+# make upgrade-soak: handovers per mode, and extra server flags passed
+# verbatim (UPGRADE_SOAK_ARGS="--workers 2").
+HANDOVERS ?= 10
+UPGRADE_SOAK_ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 # make bench and make bench-compare: one tool, target/release/bench, whose
 # two modes share the scenarios and these variables but ROUNDS, SERVERS and
@@ -61,6 +65,10 @@ test:  ## Format check, clippy -D warnings, docs (private items too) without war
 soak:  ## Chaos soak: every fault at once for $(SOAK_SECS) s, bytes and RSS checked, then SIGTERM (SOAK_ARGS: server flags)
 	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bin reactor-echo --bin soak
 	$(TARGET_DIR)/release/soak --server $(TARGET_DIR)/release/reactor-echo --secs $(SOAK_SECS) -- $(SOAK_ARGS)
+
+upgrade-soak:  ## Live upgrade under load: 10 SIGUSR2 handovers, then 10 naive restarts (SIGTERM, start again), 200 pipelined + 50 connect-echo-close clients and a burst of 100 connects at each; both tables (UPGRADE_SOAK_ARGS: server flags)
+	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bin reactor-echo --bin upgrade_soak
+	$(TARGET_DIR)/release/upgrade_soak --server $(TARGET_DIR)/release/reactor-echo --handovers $(HANDOVERS) -- $(UPGRADE_SOAK_ARGS)
 
 fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if missing)
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked

@@ -26,6 +26,15 @@
 //! happens first thing in `main`, while the process has one thread (see
 //! `sys::remove_env_if_single_threaded` for why that matters).
 //!
+//! A live upgrade (`upgrade.rs`) starts the new process the same way, with
+//! one difference: the old process cannot know the new one's pid before it
+//! starts it, so it cannot set `LISTEN_PID`. It sets
+//! `REACTOR_ECHO_UPGRADE=<its own pid>` instead, which holds for the process
+//! whose *parent* has that pid: a process that the new one starts later has
+//! another parent, so the check does what `LISTEN_PID`'s does. With it,
+//! fd 4 is the readiness channel on which the new process says `READY=1`
+//! (`notify.rs`).
+//!
 //! Why bother: the socket belongs to whoever made it (systemd, say), not
 //! to us. It listens before we start and after we exit, so connects that
 //! come while we restart wait in its accept queue instead of being refused.
@@ -39,9 +48,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::sys;
 
-/// The variables of the convention. `LISTEN_FDNAMES` (names for the
-/// descriptors) is read by no one here, but cleared with the others.
-const VARS: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
+/// Stands in for `LISTEN_PID` when a live upgrade starts us: the pid of the
+/// process that did, our parent (see the file's header).
+pub const UPGRADE_VAR: &str = "REACTOR_ECHO_UPGRADE";
+
+/// The variables of the convention, and ours. `LISTEN_FDNAMES` (names for
+/// the descriptors) is read by no one here, but cleared with the others.
+pub const VARS: [&str; 4] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", UPGRADE_VAR];
 
 /// What the environment handed us at start.
 #[derive(Debug)]
@@ -49,6 +62,10 @@ pub struct Activation {
     /// fd 3, now ours, when `LISTEN_FDS=1` and `LISTEN_PID` is our pid; not
     /// yet checked to be a listening TCP socket ([`listener`] does that).
     pub fd: Option<OwnedFd>,
+    /// fd 4, now ours, when a live upgrade started us
+    /// (`REACTOR_ECHO_UPGRADE` names our parent): the channel on which to
+    /// tell the old process that we are ready (`notify::to_old_process`).
+    pub ready: Option<OwnedFd>,
     /// Things worth a log line: variables that were there but not for us,
     /// or that could not be cleared.
     pub notes: Vec<String>,
@@ -63,22 +80,53 @@ pub struct Activation {
 pub fn take_from_env() -> Result<Activation, String> {
     let pid = std::env::var_os("LISTEN_PID");
     let fds = std::env::var_os("LISTEN_FDS");
+    let upgrade = std::env::var_os(UPGRADE_VAR);
     let mut notes = Vec::new();
-    let present = pid.is_some() || fds.is_some() || std::env::var_os("LISTEN_FDNAMES").is_some();
+    let present = VARS.iter().any(|var| std::env::var_os(var).is_some());
     if present && !sys::remove_env_if_single_threaded(&VARS) {
         notes.push("could not clear LISTEN_PID and LISTEN_FDS from the environment: the process already runs more than one thread".to_string());
     }
-    let fd = match decide(pid, fds, std::process::id())? {
+    let ids = Ids {
+        ours: std::process::id(),
+        parent: std::os::unix::process::parent_id(),
+    };
+    let take_listener = || {
+        sys::take_listen_fd()
+            .map_err(|e| format!("LISTEN_FDS=1, but fd 3 cannot be taken over: {e}"))
+    };
+    match decide(pid, fds, upgrade, ids)? {
         Passed::Nothing(note) => {
             notes.extend(note);
-            None
+            Ok(Activation {
+                fd: None,
+                ready: None,
+                notes,
+            })
         }
-        Passed::One => Some(
-            sys::take_listen_fd()
-                .map_err(|e| format!("LISTEN_FDS=1, but fd 3 cannot be taken over: {e}"))?,
-        ),
-    };
-    Ok(Activation { fd, notes })
+        Passed::One => Ok(Activation {
+            fd: Some(take_listener()?),
+            ready: None,
+            notes,
+        }),
+        Passed::Upgrade => {
+            let fd = take_listener()?;
+            let ready = sys::take_ready_fd().map_err(|e| {
+                format!("{UPGRADE_VAR} is set, but fd 4 (the readiness channel) cannot be taken over: {e}")
+            })?;
+            Ok(Activation {
+                fd: Some(fd),
+                ready: Some(ready),
+                notes,
+            })
+        }
+    }
+}
+
+/// Our pid and our parent's, which the variables are checked against.
+#[derive(Clone, Copy, Debug)]
+struct Ids {
+    ours: u32,
+    parent: u32,
 }
 
 /// What the variables say, before any descriptor is touched.
@@ -88,11 +136,22 @@ enum Passed {
     Nothing(Option<String>),
     /// One socket, at fd 3.
     One,
+    /// A live upgrade: the listener at fd 3, the readiness channel at fd 4.
+    Upgrade,
 }
 
-/// `sd_listen_fds`'s decision, on the values of `LISTEN_PID` and
-/// `LISTEN_FDS` (either may be missing) for the process `our_pid`.
-fn decide(pid: Option<OsString>, fds: Option<OsString>, our_pid: u32) -> Result<Passed, String> {
+/// `sd_listen_fds`'s decision, on the values of `LISTEN_PID`, `LISTEN_FDS`
+/// and `REACTOR_ECHO_UPGRADE` (any may be missing) for the process `ids`.
+fn decide(
+    pid: Option<OsString>,
+    fds: Option<OsString>,
+    upgrade: Option<OsString>,
+    ids: Ids,
+) -> Result<Passed, String> {
+    if let Some(upgrade) = upgrade {
+        return decide_upgrade(upgrade, fds, ids.parent);
+    }
+    let our_pid = ids.ours;
     let Some(pid) = pid else {
         // Without a PID the variables cannot be known to be ours.
         return Ok(Passed::Nothing(fds.map(|_| {
@@ -111,18 +170,45 @@ fn decide(pid: Option<OsString>, fds: Option<OsString>, our_pid: u32) -> Result<
     let Some(fds) = fds else {
         return Ok(Passed::Nothing(None));
     };
-    let fds_text = fds.to_string_lossy();
-    match fds_text.trim().parse::<u64>() {
-        Ok(0) => Ok(Passed::Nothing(Some(
+    match count(&fds)? {
+        0 => Ok(Passed::Nothing(Some(
             "LISTEN_FDS=0: no socket was passed".to_string(),
         ))),
-        Ok(1) => Ok(Passed::One),
-        Ok(n) => Err(format!(
+        1 => Ok(Passed::One),
+        n => Err(format!(
             "LISTEN_FDS={n}: reactor-echo serves exactly one listening socket \
              (in a .socket unit: one ListenStream=)"
         )),
-        Err(_) => Err(format!(
-            "LISTEN_FDS=`{fds_text}` is not a number of descriptors"
+    }
+}
+
+/// `LISTEN_FDS` as a number.
+fn count(fds: &OsString) -> Result<u64, String> {
+    let text = fds.to_string_lossy();
+    text.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("LISTEN_FDS=`{text}` is not a number of descriptors"))
+}
+
+/// A live upgrade's variables: `REACTOR_ECHO_UPGRADE` must name our parent,
+/// and `LISTEN_FDS` must be 1 (the listener; fd 4 is the channel).
+fn decide_upgrade(upgrade: OsString, fds: Option<OsString>, parent: u32) -> Result<Passed, String> {
+    let text = upgrade.to_string_lossy();
+    let Ok(old) = text.trim().parse::<u32>() else {
+        return Err(format!("{UPGRADE_VAR}=`{text}` is not a process id"));
+    };
+    if old != parent {
+        // The old process is gone (we were adopted), or these are a
+        // grandparent's variables: the descriptors are not for us.
+        return Ok(Passed::Nothing(Some(format!(
+            "{UPGRADE_VAR}={old} is not our parent (pid {parent}): LISTEN_FDS ignored"
+        ))));
+    }
+    match fds.as_ref().map(count).transpose()? {
+        Some(1) => Ok(Passed::Upgrade),
+        other => Err(format!(
+            "{UPGRADE_VAR} is set, so LISTEN_FDS must be 1, not {}",
+            other.map_or("unset".to_string(), |n| n.to_string())
         )),
     }
 }
@@ -218,6 +304,49 @@ mod tests {
 
     fn os(s: &str) -> Option<OsString> {
         Some(OsString::from(s))
+    }
+
+    /// `decide` for the process 42, child of 7, without the upgrade variable.
+    fn decide(
+        pid: Option<OsString>,
+        fds: Option<OsString>,
+        our_pid: u32,
+    ) -> Result<Passed, String> {
+        super::decide(
+            pid,
+            fds,
+            None,
+            Ids {
+                ours: our_pid,
+                parent: 7,
+            },
+        )
+    }
+
+    #[test]
+    fn an_upgrade_counts_only_for_the_child_of_the_named_process() {
+        let ids = Ids {
+            ours: 42,
+            parent: 7,
+        };
+        let up = |upgrade, fds| super::decide(None, fds, os(upgrade), ids);
+        assert_eq!(up("7", os("1")), Ok(Passed::Upgrade));
+        // Even with a LISTEN_PID left over: the upgrade's variable decides.
+        assert_eq!(
+            super::decide(os("1"), os("1"), os("7"), ids),
+            Ok(Passed::Upgrade)
+        );
+        assert!(matches!(
+            up("8", os("1")),
+            Ok(Passed::Nothing(Some(note))) if note.contains("not our parent")
+        ));
+        assert!(
+            up("seven", os("1"))
+                .unwrap_err()
+                .contains("not a process id")
+        );
+        assert!(up("7", None).unwrap_err().contains("must be 1, not unset"));
+        assert!(up("7", os("2")).unwrap_err().contains("must be 1, not 2"));
     }
 
     #[test]

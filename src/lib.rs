@@ -71,6 +71,7 @@ mod stats;
 mod sys;
 mod throttle;
 mod timers;
+mod upgrade;
 mod workers;
 
 pub use config::Config;
@@ -79,4 +80,5 @@ pub use echo::Echo;
 pub use event_loop::{DrainReport, Server};
 pub use handler::{Context, Handler};
 pub use stats::{Snapshot, Stats};
+pub use upgrade::UpgradePlan;
 pub use workers::Workers;

@@ -6,7 +6,9 @@
 //!
 //! Under a supervisor it serves on an inherited socket (`LISTEN_FDS`, see
 //! `activation.rs`), reports readiness (`NOTIFY_SOCKET`, `notify.rs`) and
-//! writes `--pid-file` (`pid_file.rs`); `docs/restart.md` explains them.
+//! writes `--pid-file` (`pid_file.rs`); `docs/restart.md` explains them,
+//! and SIGUSR2's live upgrade (`upgrade.rs`), which starts this binary again
+//! on the same listener.
 //!
 //! Exit status: 0 after a complete drain; 1 for a fatal start-up error (for
 //! example, the address is in use, or the pid file cannot be written) or a
@@ -33,7 +35,7 @@ use clap::{CommandFactory, Parser};
 use log::{LevelFilter, Log, Metadata, Record, debug, error, info, warn};
 use reactor_echo::framing::Framing;
 use reactor_echo::pid_file::PidFile;
-use reactor_echo::{Config, DrainReport, Echo, Server, Workers, activation, notify};
+use reactor_echo::{Config, DrainReport, Echo, Server, UpgradePlan, Workers, activation, notify};
 use simple_logger::SimpleLogger;
 
 /// Fatal error while starting (address in use, ...).
@@ -52,7 +54,9 @@ const MAX_WORKERS: usize = 1024;
 ///
 /// Every complete frame (by default a '\n'-terminated line) is sent back
 /// byte for byte. SIGTERM, SIGINT, SIGQUIT or SIGHUP start a graceful
-/// drain; a second one exits at once; SIGUSR1 logs statistics.
+/// drain; a second one exits at once; SIGUSR1 logs statistics; SIGUSR2
+/// starts the binary at this path again with the same arguments, hands it
+/// the listener and, once it is ready, drains (a live upgrade).
 ///
 /// Started with LISTEN_FDS=1 and LISTEN_PID (socket activation), it serves
 /// on the inherited fd 3 and ignores --listen and --backlog. With
@@ -107,6 +111,10 @@ struct Cli {
     /// Write the process id to this file once listening; removed at exit
     #[arg(long, value_name = "PATH")]
     pid_file: Option<PathBuf>,
+
+    /// Seconds the new process of a live upgrade (SIGUSR2) has to report ready before it is killed and this one serves on
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
+    upgrade_timeout: Duration,
 }
 
 /// `--listen` as typed, and what it resolves to.
@@ -231,7 +239,10 @@ fn main() -> ExitCode {
     // First, while this is the only thread: LISTEN_PID and LISTEN_FDS can be
     // cleared from the environment only then, and fd 3 is taken before
     // anything else could be opened there.
-    let activation = activation::take_from_env();
+    let mut activation = activation::take_from_env();
+    // The path and arguments to start again on SIGUSR2, while they are the
+    // ones we were started with (see `UpgradePlan::this_process`).
+    let plan = UpgradePlan::this_process(Duration::ZERO, None);
     let cli = Cli::parse();
     let config = Config {
         framing: cli.framing,
@@ -248,6 +259,7 @@ fn main() -> ExitCode {
             .exit();
     }
     init_logging(cli.log_level, cli.workers);
+    let ready_channel = activation.as_mut().ok().and_then(|a| a.ready.take());
     let inherited = match inherited_listener(activation, config.send_buffer) {
         Ok(inherited) => inherited,
         Err(msg) => {
@@ -259,6 +271,28 @@ fn main() -> ExitCode {
     if let Err(msg) = notify::init_from_env() {
         warn!("{msg}; not notifying");
     }
+    // Started by a live upgrade: READY=1 goes to the old process.
+    if let Some(fd) = ready_channel {
+        if let Err(msg) = notify::to_old_process(fd) {
+            eprintln!("error: {msg}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+        info!(
+            "live upgrade: started by pid {}, which drains once we are ready",
+            std::os::unix::process::parent_id()
+        );
+    }
+    let plan = match plan {
+        Ok(plan) => Some(UpgradePlan {
+            timeout: cli.upgrade_timeout,
+            pid_file: cli.pid_file.clone(),
+            ..plan
+        }),
+        Err(e) => {
+            warn!("cannot find our own executable ({e}): SIGUSR2 (live upgrade) will be ignored");
+            None
+        }
+    };
 
     // What the error names if serving cannot start.
     let listen = match inherited {
@@ -273,7 +307,12 @@ fn main() -> ExitCode {
             None => Server::bind(&cli.listen.addrs, config.clone(), Echo),
         };
         match server {
-            Ok(server) => (server.local_addr(), Box::new(move || server.run())),
+            Ok(mut server) => {
+                if let Some(plan) = plan {
+                    server.upgrade_with(plan);
+                }
+                (server.local_addr(), Box::new(move || server.run()))
+            }
             Err(e) => return cannot_listen(listen, e),
         }
     } else {
@@ -283,7 +322,12 @@ fn main() -> ExitCode {
             None => Workers::bind(&cli.listen.addrs, config.clone(), cli.workers, echo),
         };
         match workers {
-            Ok(workers) => (workers.local_addr(), Box::new(move || workers.run())),
+            Ok(mut workers) => {
+                if let Some(plan) = plan {
+                    workers.upgrade_with(plan);
+                }
+                (workers.local_addr(), Box::new(move || workers.run()))
+            }
             Err(e) => return cannot_listen(listen, e),
         }
     };
@@ -302,7 +346,7 @@ fn main() -> ExitCode {
     };
     debug!("{config:?}");
     info!(
-        "reactor-echo {}, pid {}: Ctrl-C or kill -TERM to drain, kill -USR1 for stats",
+        "reactor-echo {}, pid {}: Ctrl-C or kill -TERM to drain, kill -USR1 for stats, kill -USR2 to upgrade",
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );

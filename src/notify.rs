@@ -7,7 +7,16 @@
 //! STATUS=listening on ADDR, 0 connections open
 //! STOPPING=1                     when the drain starts (one line in each drain)
 //! STATUS=draining N connections
+//! MAINPID=PID                    a live upgrade handed over to PID (upgrade.rs)
+//! STATUS=handed over to pid PID; draining
 //! ```
+//!
+//! A process that a live upgrade started (`upgrade.rs`) sends its
+//! `READY=1` to the old process instead, over the channel it inherited at
+//! fd 4 ([`to_old_process`]): a Unix `SOCK_SEQPACKET` socket, one message
+//! per datagram as on `NOTIFY_SOCKET`, which it keeps open for its whole
+//! life, so that the old process sees its end (EOF) if it dies. The
+//! supervisor hears of the new process from the old one (`MAINPID=`).
 //!
 //! The protocol is a few lines of text in one datagram, sent to the Unix
 //! socket named by `NOTIFY_SOCKET`: a path, or an abstract name written with
@@ -25,6 +34,7 @@
 use std::ffi::OsStr;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{self, UnixDatagram};
@@ -32,6 +42,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use log::{debug, warn};
+use socket2::{Domain, Socket, Type};
 
 /// Where to send, once `init_from_env` found `NOTIFY_SOCKET`.
 static NOTIFIER: OnceLock<Notifier> = OnceLock::new();
@@ -60,6 +71,32 @@ pub fn init_from_env() -> Result<bool, String> {
     Ok(true)
 }
 
+/// The channel to the old process of a live upgrade, if one started us.
+static OLD_PROCESS: OnceLock<Socket> = OnceLock::new();
+
+/// Takes `fd` (fd 4, from `activation::take_from_env`) as the channel on
+/// which to tell the old process of a live upgrade that we are ready:
+/// [`ready`] then says it there, and not to `NOTIFY_SOCKET`. The error (a
+/// descriptor that is not a Unix seqpacket socket) is for exit status 2.
+pub fn to_old_process(fd: OwnedFd) -> Result<(), String> {
+    let what = "fd 4 (the readiness channel of an upgrade)";
+    let socket = Socket::from(fd);
+    let domain = socket.domain().map_err(|e| format!("{what}: {e}"))?;
+    let kind = socket.r#type().map_err(|e| format!("{what}: {e}"))?;
+    if domain != Domain::UNIX || kind != Type::SEQPACKET {
+        return Err(format!(
+            "{what} is a {domain:?} {kind:?} socket, not a Unix seqpacket socket"
+        ));
+    }
+    // Not passed on to a process we start later; and never a stall.
+    socket
+        .set_cloexec(true)
+        .and_then(|()| socket.set_nonblocking(true))
+        .map_err(|e| format!("{what} cannot be set up: {e}"))?;
+    let _ = OLD_PROCESS.set(socket);
+    Ok(())
+}
+
 /// `/path` or `@abstract-name` (systemd's spelling of a name in Linux's
 /// abstract namespace, which starts with a 0 byte on the wire).
 fn parse_address(bytes: &[u8]) -> io::Result<net::SocketAddr> {
@@ -76,10 +113,25 @@ fn parse_address(bytes: &[u8]) -> io::Result<net::SocketAddr> {
     }
 }
 
-/// `READY=1`: the listener is ready and connects will be served.
+/// `READY=1`: the listener is ready and connects will be served. Said to
+/// the old process when a live upgrade started us (it tells the supervisor,
+/// [`handed_over`]), else to `NOTIFY_SOCKET`.
 pub fn ready(local_addr: SocketAddr) {
+    let message = format!("READY=1\nSTATUS=listening on {local_addr}, 0 connections open");
+    match OLD_PROCESS.get() {
+        Some(old) => match old.send_with_flags(message.as_bytes(), libc::MSG_NOSIGNAL) {
+            Ok(_) => debug!("told the old process: {}", message.replace('\n', "; ")),
+            Err(e) => warn!("cannot tell the old process that we are ready: {e}"),
+        },
+        None => send(&message),
+    }
+}
+
+/// `MAINPID=`: a live upgrade handed the service over to the process `pid`,
+/// which the supervisor must now watch instead of us.
+pub fn handed_over(pid: u32) {
     send(&format!(
-        "READY=1\nSTATUS=listening on {local_addr}, 0 connections open"
+        "MAINPID={pid}\nSTATUS=handed over to pid {pid}; draining"
     ));
 }
 

@@ -34,14 +34,7 @@ impl PidFile {
     /// Writes this process's id to `path`, replacing any file there.
     pub fn create(path: &Path) -> io::Result<PidFile> {
         let pid = std::process::id();
-        let mut temp = path.as_os_str().to_owned();
-        temp.push(format!(".{pid}.tmp"));
-        let temp = PathBuf::from(temp);
-        let written = fs::write(&temp, format!("{pid}\n")).and_then(|()| fs::rename(&temp, path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(e);
-        }
+        write(path, pid)?;
         debug!("wrote pid {pid} to {}", path.display());
         Ok(PidFile {
             path: path.to_path_buf(),
@@ -52,6 +45,35 @@ impl PidFile {
     /// Where it is.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Writes `pid` to `path` whole: to a temporary file next to it, renamed
+/// over it.
+fn write(path: &Path, pid: u32) -> io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(format!(".{}.tmp", std::process::id()));
+    let temp = PathBuf::from(temp);
+    let written = fs::write(&temp, format!("{pid}\n")).and_then(|()| fs::rename(&temp, path));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// After a live upgrade failed: if the file at `path` names `failed` (the
+/// new process wrote it, then did not become ready), writes our pid back,
+/// so that it names the process that serves. Returns whether it did.
+pub fn reclaim(path: &Path, failed: u32) -> io::Result<bool> {
+    match fs::read_to_string(path) {
+        Ok(text) if text.trim() == failed.to_string() => {
+            write(path, std::process::id())?;
+            Ok(true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -102,6 +124,21 @@ mod tests {
         drop(file);
         assert_eq!(fs::read_to_string(&path).unwrap(), "1\n");
         fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn reclaim_takes_back_only_a_file_that_names_the_failed_process() {
+        let path = scratch("reclaim.pid");
+        fs::write(&path, "12345\n").unwrap();
+        assert!(!reclaim(&path, 999).unwrap());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "12345\n");
+        assert!(reclaim(&path, 12345).unwrap());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        fs::remove_file(&path).unwrap();
+        assert!(!reclaim(&path, 12345).unwrap());
     }
 
     #[test]

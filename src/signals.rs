@@ -7,6 +7,7 @@
 //! |---|---|
 //! | SIGTERM, SIGINT, SIGQUIT, SIGHUP | [`Order::Stop`]: the first starts the graceful drain, a second exits at once |
 //! | SIGUSR1 | [`Order::Stats`]: log the stats line |
+//! | SIGUSR2 | [`Order::Upgrade`]: start the binary at our path again, hand it the listener, then drain (`upgrade.rs`) |
 //!
 //! How they arrive: signal-hook's handler writes a byte to a socketpair
 //! (the self-pipe trick), whose read end is registered with the poll like
@@ -29,13 +30,13 @@ use std::io;
 use libc::c_int;
 use log::warn;
 use mio::{Interest, Registry, Token};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::sys;
 
 /// Every signal the server takes over from the default action.
-pub(crate) const HANDLED: [c_int; 5] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1];
+pub(crate) const HANDLED: [c_int; 6] = [SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2];
 
 /// What a signal asks of the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub(crate) enum Order {
     Stop(&'static str),
     /// Log the stats line (SIGUSR1).
     Stats,
+    /// A live upgrade (SIGUSR2): start the new binary on our listener, and
+    /// drain once it is ready (`upgrade.rs`).
+    Upgrade,
 }
 
 /// Takes over [`HANDLED`] and registers their socketpair with `registry`
@@ -67,6 +71,7 @@ pub(crate) fn orders(signals: &mut Signals) -> Vec<Order> {
         .pending()
         .map(|signal| match signal {
             SIGUSR1 => Order::Stats,
+            SIGUSR2 => Order::Upgrade,
             other => Order::Stop(signal_hook::low_level::signal_name(other).unwrap_or("signal")),
         })
         .collect()

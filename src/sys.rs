@@ -9,12 +9,21 @@
 //! - `TCP_INFO`: the send window and MSS of a connection, for the log line
 //!   of a connection the drain cuts off.
 //! - Taking ownership of a descriptor we inherited by number (fd 3, from
-//!   `LISTEN_FDS`), and clearing environment variables (`LISTEN_PID`, ...),
-//!   which is only sound while no other thread can read the environment.
+//!   `LISTEN_FDS`; fd 4, the readiness channel of a live upgrade), and
+//!   clearing environment variables (`LISTEN_PID`, ...), which is only sound
+//!   while no other thread can read the environment.
+//! - The live upgrade's child (`upgrade.rs`): `posix_spawn` with the
+//!   listener and the readiness channel placed at fds 3 and 4, and
+//!   `kill`/`waitpid` for a child that is not a `std::process::Child`.
 #![allow(unsafe_code)]
 
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Bytes written to `socket` that the peer has not acknowledged yet (the FIN
@@ -134,26 +143,45 @@ pub const LISTEN_FDS_START: RawFd = 3;
 /// Whether `take_listen_fd` has handed out fd 3 already.
 static LISTEN_FD_TAKEN: AtomicBool = AtomicBool::new(false);
 
+/// Whether `take_ready_fd` has handed out fd 4 already.
+static READY_FD_TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// The fd at which a live upgrade passes its readiness channel to the new
+/// process, right after the listener (`upgrade.rs`).
+pub const READY_FD: RawFd = LISTEN_FDS_START + 1;
+
 /// Takes ownership of fd 3, the socket a launcher passed us under
 /// `LISTEN_FDS`: from now on, dropping the result closes it. Fails if fd 3
 /// is not open, or if it was taken before.
 pub fn take_listen_fd() -> io::Result<OwnedFd> {
-    if LISTEN_FD_TAKEN.swap(true, Ordering::SeqCst) {
-        return Err(io::Error::other("fd 3 was taken over already"));
+    take_fd(LISTEN_FDS_START, &LISTEN_FD_TAKEN)
+}
+
+/// Takes ownership of fd 4, the readiness channel that the process that
+/// started us for a live upgrade passed (`REACTOR_ECHO_UPGRADE`). As
+/// [`take_listen_fd`].
+pub fn take_ready_fd() -> io::Result<OwnedFd> {
+    take_fd(READY_FD, &READY_FD_TAKEN)
+}
+
+fn take_fd(fd: RawFd, taken: &AtomicBool) -> io::Result<OwnedFd> {
+    if taken.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::other(format!("fd {fd} was taken over already")));
     }
     // SAFETY: F_GETFD only reads the descriptor's flags; a closed fd makes
     // it fail with EBADF, which is how we find out.
-    if unsafe { libc::fcntl(LISTEN_FDS_START, libc::F_GETFD) } == -1 {
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: fd 3 is open (checked just above). Under the LISTEN_FDS
-    // convention, which the caller has checked (LISTEN_PID is our pid), it
-    // was opened for this process to own. Nothing else in the process owns
-    // it: std and this crate never claim a descriptor by its number (an fd
-    // they open gets the lowest free number, and 3 is not free while it is
-    // open), and the flag above makes this the only `OwnedFd` ever made for
-    // it, so it is closed exactly once.
-    Ok(unsafe { OwnedFd::from_raw_fd(LISTEN_FDS_START) })
+    // SAFETY: `fd` is open (checked just above). Under the convention the
+    // caller has checked (LISTEN_PID is our pid, or REACTOR_ECHO_UPGRADE
+    // names our parent), it was opened for this process to own. Nothing
+    // else in the process owns it: std and this crate never claim a
+    // descriptor by its number (an fd they open gets the lowest free
+    // number, and this one is not free while it is open), and the flag
+    // above makes this the only `OwnedFd` ever made for it, so it is closed
+    // exactly once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Removes `names` from the environment if this process has one thread
@@ -179,4 +207,201 @@ pub fn remove_env_if_single_threaded(names: &[&str]) -> bool {
         unsafe { std::env::remove_var(name) };
     }
     true
+}
+
+/// Starts `program` with `argv` (`argv[0]` included) and exactly the
+/// environment `env`, with `fds[i]` at descriptor `3 + i` in the child and
+/// inheritable there; returns the child's pid. Every other descriptor of
+/// ours is close-on-exec (std, mio and socket2 open them so), so the child
+/// gets those and its standard input, output and error, nothing else.
+///
+/// Why `posix_spawn` rather than `std::process::Command` with a `pre_exec`
+/// that calls `dup2`: `Command` reports a failed `exec` through a pipe of
+/// its own, made just before `fork` at the lowest free numbers, which may be
+/// 3 or 4; a `dup2` onto 3 or 4 in `pre_exec` could then close that pipe
+/// in the child. `posix_spawn` does the `dup2`s itself (its file actions),
+/// reports a failed `exec` as its return value (glibc's child shares the
+/// parent's memory until `exec`; musl moves its own pipe out of the way),
+/// and runs no code of ours between `fork` and `exec`, which in a process
+/// with worker threads is the only safe kind.
+pub fn spawn_with_fds(
+    program: &Path,
+    argv: &[OsString],
+    env: &[(OsString, OsString)],
+    fds: &[BorrowedFd<'_>],
+) -> io::Result<u32> {
+    let path = c_string(program.as_os_str())?;
+    let argv: Vec<CString> = argv
+        .iter()
+        .map(|a| c_string(a))
+        .collect::<io::Result<_>>()?;
+    let env: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.clone();
+            kv.push("=");
+            kv.push(v);
+            c_string(&kv)
+        })
+        .collect::<io::Result<_>>()?;
+    let mut argv_ptrs: Vec<*mut libc::c_char> =
+        argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_ptrs.push(std::ptr::null_mut());
+    let mut env_ptrs: Vec<*mut libc::c_char> = env.iter().map(|e| e.as_ptr().cast_mut()).collect();
+    env_ptrs.push(std::ptr::null_mut());
+
+    // First, copies of the sources above every target number: a `dup2` onto
+    // 3 must not close a source that happens to be 3 or 4 before it is
+    // copied, and `dup2(fd, fd)` would leave close-on-exec set. The copies
+    // are close-on-exec themselves, so the child does not keep them.
+    let first_free = LISTEN_FDS_START + fds.len() as RawFd;
+    let mut copies = Vec::with_capacity(fds.len());
+    for fd in fds {
+        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor for an open one
+        // (`fd` is borrowed, so open) and touches no memory of ours.
+        let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, first_free) };
+        if copy == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `copy` was just made by fcntl and is owned by no one else.
+        copies.push(unsafe { OwnedFd::from_raw_fd(copy) });
+    }
+
+    // SAFETY: zeroed storage for the two opaque structs, which the _init
+    // calls below initialise before any other use.
+    let mut actions: libc::posix_spawn_file_actions_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut attr: libc::posix_spawnattr_t = unsafe { std::mem::zeroed() };
+    // Both are used through these pointers only, from here on.
+    let actions_ptr: *mut libc::posix_spawn_file_actions_t = &mut actions;
+    let attr_ptr: *mut libc::posix_spawnattr_t = &mut attr;
+    // SAFETY: _init writes the struct we own; on success it must be
+    // destroyed once, which the guard below does.
+    check(unsafe { libc::posix_spawn_file_actions_init(actions_ptr) })?;
+    let _actions = Destroy(move || {
+        // SAFETY: initialised above, destroyed exactly once, here; `actions`
+        // outlives the guard (declared before it).
+        unsafe { libc::posix_spawn_file_actions_destroy(actions_ptr) };
+    });
+    // SAFETY: as for the file actions.
+    check(unsafe { libc::posix_spawnattr_init(attr_ptr) })?;
+    let _attr = Destroy(move || {
+        // SAFETY: as for the file actions.
+        unsafe { libc::posix_spawnattr_destroy(attr_ptr) };
+    });
+    for (i, copy) in copies.iter().enumerate() {
+        // SAFETY: `actions_ptr` points at initialised file actions that
+        // outlive the call; the descriptors are plain numbers to record.
+        check(unsafe {
+            libc::posix_spawn_file_actions_adddup2(
+                actions_ptr,
+                copy.as_raw_fd(),
+                LISTEN_FDS_START + i as RawFd,
+            )
+        })?;
+    }
+    // The child starts with no signal blocked (the thread that spawns may
+    // block some: a worker's mask is not ours to pass on) and with SIGPIPE
+    // back at its default, which Rust's runtime set to "ignore" here (std's
+    // `Command` does the same).
+    // SAFETY: zeroed sigset_t storage, initialised by sigemptyset.
+    let mut empty: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    let mut default: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the sig*set calls write only the sets we own; the spawnattr
+    // calls write only the initialised attributes and read the sets.
+    unsafe {
+        libc::sigemptyset(&mut empty);
+        libc::sigemptyset(&mut default);
+        libc::sigaddset(&mut default, libc::SIGPIPE);
+        check(libc::posix_spawnattr_setsigmask(attr_ptr, &empty))?;
+        check(libc::posix_spawnattr_setsigdefault(attr_ptr, &default))?;
+        check(libc::posix_spawnattr_setflags(
+            attr_ptr,
+            (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+        ))?;
+    }
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: every pointer is valid for the call: `path` and the strings
+    // behind `argv_ptrs` and `env_ptrs` live until the end of this function,
+    // both arrays end with a null pointer, and the file actions and
+    // attributes are initialised. posix_spawn writes only `pid`.
+    check(unsafe {
+        libc::posix_spawn(
+            &mut pid,
+            path.as_ptr(),
+            actions_ptr,
+            attr_ptr,
+            argv_ptrs.as_ptr(),
+            env_ptrs.as_ptr(),
+        )
+    })?;
+    // `copies` are closed here: the child has its own at 3, 4, ...
+    Ok(pid as u32)
+}
+
+/// Runs a closure when dropped: the cleanup of a C struct on every path.
+struct Destroy<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Destroy<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+/// posix_spawn and its helpers return the error number instead of setting
+/// errno.
+fn check(rc: libc::c_int) -> io::Result<()> {
+    match rc {
+        0 => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
+    }
+}
+
+fn c_string(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{s:?} holds a NUL byte"),
+        )
+    })
+}
+
+/// Sends `signal` to the process `pid`.
+pub fn signal_process(pid: u32, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes two integers and touches no memory of ours.
+    if unsafe { libc::kill(pid as libc::pid_t, signal) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Reaps our child `pid` if it has exited: its status, or `None` if it is
+/// still running.
+pub fn try_wait(pid: u32) -> io::Result<Option<ExitStatus>> {
+    wait_pid(pid, libc::WNOHANG)
+}
+
+/// Waits for our child `pid` to exit, and reaps it.
+pub fn wait(pid: u32) -> io::Result<ExitStatus> {
+    loop {
+        match wait_pid(pid, 0) {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn wait_pid(pid: u32, flags: libc::c_int) -> io::Result<Option<ExitStatus>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: waitpid writes one c_int into `status`, which is live and
+    // writable for the call.
+    let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, flags) };
+    match rc {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        _ => Ok(Some(ExitStatus::from_raw(status))),
+    }
 }

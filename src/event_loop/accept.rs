@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
-use mio::Interest;
 use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry};
 
 use super::{ACCEPT_RETRY, Server};
 use crate::connection::{ConnId, Connection};
@@ -93,15 +93,33 @@ impl Acceptor {
         }
     }
 
+    /// The listening socket's descriptor, to hand it to a live upgrade's
+    /// new process; `None` once closed.
+    pub(crate) fn listener_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.listener.as_ref().map(std::os::fd::AsFd::as_fd)
+    }
+
     /// The listening socket, to register it with a poll.
     pub(crate) fn listener_mut(&mut self) -> Option<&mut TcpListener> {
         self.listener.as_mut()
     }
 
-    /// Stops listening: new connects are refused, and clients still waiting
-    /// in the backlog are reset, never served.
-    pub(crate) fn close(&mut self) {
-        self.listener = None;
+    /// Stops listening: closes our descriptor of the socket. If it was the
+    /// last one, new connects are refused and clients still waiting in the
+    /// backlog are reset, never served; if another process holds the same
+    /// socket (socket activation, or a live upgrade's new process), it
+    /// listens on and serves them.
+    ///
+    /// It leaves `registry`'s poll first: epoll forgets a descriptor only
+    /// when the last descriptor of its socket anywhere is closed, so a
+    /// socket that lives on elsewhere would go on waking this poll for
+    /// every connect that the other process serves.
+    pub(crate) fn close(&mut self, registry: &Registry) {
+        if let Some(mut listener) = self.listener.take()
+            && let Err(e) = registry.deregister(&mut listener)
+        {
+            debug!("deregistering the listener: {e}");
+        }
         self.paused_until = None;
     }
 

@@ -3,6 +3,8 @@
 //! one deadline; a second signal cuts the rest off.
 //!
 //! Signals arrive as ordinary events (`signals.rs`: which ones, and how).
+//! SIGUSR2's live upgrade (`upgrade.rs`) ends in this drain too, once the
+//! new process is ready and a short grace has passed.
 //! With `--workers`, the coordinator reads the signals and sends each worker
 //! the drain (`mailbox.rs`); each worker then drains as below. See
 //! `docs/shutdown.md`.
@@ -17,6 +19,7 @@ use crate::connection::{CloseReason, ConnId};
 use crate::handler::Handler;
 use crate::signals::{self, Order};
 use crate::sys;
+use crate::upgrade::Step;
 
 /// Connections named in the log when a drain cuts them off; the rest are
 /// only counted (a drain may cut off thousands).
@@ -112,9 +115,19 @@ impl<H: Handler> Server<H> {
         for order in signals::orders(signals) {
             match order {
                 Order::Stats => info!("stats: {}", self.snapshot()),
+                Order::Upgrade => self.upgrade.begin(
+                    self.poll.registry(),
+                    self.acceptor.listener_fd(),
+                    self.drain.is_some(),
+                    self.now,
+                ),
                 Order::Stop(name) if self.drain.is_none() => {
                     let deadline = self.now + self.config.drain_timeout;
-                    crate::notify::stopping(self.conns.len());
+                    // After a handover the supervisor watches the new
+                    // process: our stop is not the service's.
+                    if !self.upgrade.handed_over() {
+                        crate::notify::stopping(self.conns.len());
+                    }
                     self.start_drain(name, deadline);
                 }
                 Order::Stop(name) => {
@@ -125,10 +138,33 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// The upgrade's readiness channel has news: on `READY=1`, stop
+    /// accepting (the new process accepts from the same socket now).
+    pub(super) fn upgrade_event(&mut self) {
+        if self.upgrade.readable(self.poll.registry(), self.now) == Step::StopAccepting {
+            self.acceptor.close(self.poll.registry());
+        }
+    }
+
+    /// The upgrade's deadlines: a new process too slow to be ready is
+    /// given up; the grace after a handover ends in the drain.
+    pub(super) fn upgrade_timers(&mut self) {
+        if self.upgrade.deadline().is_none_or(|at| self.now < at) {
+            return;
+        }
+        if self.upgrade.tick(self.poll.registry(), self.now) == Step::Drain && self.drain.is_none()
+        {
+            let deadline = self.now + self.config.drain_timeout;
+            self.start_drain("upgrade", deadline);
+        }
+    }
+
     /// Graceful shutdown: stop listening, stop taking input, deliver what is
     /// owed, close every connection cleanly, all before `deadline`.
     pub(super) fn start_drain(&mut self, signal: &str, deadline: Instant) {
-        self.acceptor.close();
+        self.acceptor.close(self.poll.registry());
+        // An upgrade still waiting for its process is given up.
+        self.upgrade.abandon(self.poll.registry(), signal);
         self.drain = Some(Drain {
             deadline,
             forced: false,

@@ -58,7 +58,7 @@
 //! The rest of the loop lives next door, one concern per file, each an
 //! `impl Server` block whose header says what it holds: [`accept`] (and
 //! EMFILE), [`read`], [`write`](mod@write) (and backpressure), [`close`], [`drain`]
-//! (and signals), [`timeouts`], [`observe`] (stats and narration) and
+//! (and signals, and the live upgrade's steps), [`timeouts`], [`observe`] (stats and narration) and
 //! [`mailbox`] (a worker of `--workers`). `docs/architecture.md` maps every
 //! file of the crate, with the functions to start from.
 
@@ -91,6 +91,7 @@ use crate::listener;
 use crate::signals;
 use crate::stats::Stats;
 use crate::timers::Timers;
+use crate::upgrade::{UpgradePlan, Upgrader};
 
 pub(crate) use accept::Acceptor;
 pub(crate) use close::abort;
@@ -106,6 +107,8 @@ const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// A worker's mailbox (the coordinator's wake-ups), with `--workers`.
 pub(crate) const MAILBOX: Token = Token(usize::MAX - 2);
+/// A live upgrade's readiness channel (`upgrade.rs`).
+const UPGRADE: Token = Token(usize::MAX - 3);
 
 /// Events taken from the kernel per `poll`.
 const EVENTS_PER_POLL: usize = 1024;
@@ -136,6 +139,8 @@ pub struct Server<H: Handler> {
     signals: Option<Signals>,
     /// A worker's line to the coordinator (none in a lone loop).
     mailbox: Option<Mailbox>,
+    /// SIGUSR2's live upgrade (never used in a worker).
+    upgrade: Upgrader,
     conns: Slab<Connection>,
     handler: H,
     config: Config,
@@ -213,6 +218,7 @@ impl<H: Handler> Server<H> {
             acceptor: Acceptor::new(None, config.max_connections),
             signals: None,
             mailbox: None,
+            upgrade: Upgrader::new(UPGRADE),
             conns: Slab::new(),
             handler,
             config,
@@ -232,6 +238,12 @@ impl<H: Handler> Server<H> {
     /// The address actually bound (with the real port for `:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Makes SIGUSR2 a live upgrade to `plan` (`upgrade.rs`); without a
+    /// plan, SIGUSR2 is logged and ignored.
+    pub fn upgrade_with(&mut self, plan: UpgradePlan) {
+        self.upgrade.set_plan(plan);
     }
 
     /// Serves until a signal starts a drain and the drain ends.
@@ -291,6 +303,7 @@ impl<H: Handler> Server<H> {
             LISTENER => server.accept_all(),
             SIGNALS => server.handle_signals(),
             MAILBOX => server.read_mail(),
+            UPGRADE => server.upgrade_event(),
             token => server.connection_event(ConnId::from_token(token), Readiness::of(event)),
         });
     }
@@ -301,6 +314,7 @@ impl<H: Handler> Server<H> {
     fn before_sleep(&mut self) -> Option<DrainReport> {
         self.resume_readers();
         self.run_timers();
+        self.upgrade_timers();
         self.finish_drain()
     }
 
@@ -326,6 +340,7 @@ impl<H: Handler> Server<H> {
             self.timers.next_deadline(),
             self.acceptor.paused_until(),
             self.drain.map(|d| d.deadline),
+            self.upgrade.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -346,7 +361,7 @@ mod tests {
 
     #[test]
     fn reserved_tokens_never_name_a_slab_slot() {
-        for token in [LISTENER, SIGNALS, MAILBOX] {
+        for token in [LISTENER, SIGNALS, MAILBOX, UPGRADE] {
             assert!(ConnId::from_token(token).key() >= Config::MAX_CONNECTIONS_LIMIT);
         }
         let id = ConnId {

@@ -16,11 +16,12 @@ use mio::net::TcpStream;
 use mio::{Events, Poll};
 use signal_hook_mio::v1_0::Signals;
 
-use super::{LISTENER, REPORTS, SIGNALS, Spawn, Worker};
+use super::{LISTENER, REPORTS, SIGNALS, Spawn, UPGRADE, Worker};
 use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, ToWorker, abort};
 use crate::io_util::interrupted;
 use crate::signals::{self, Order};
 use crate::stats::{Snapshot, Spread};
+use crate::upgrade::{Step, UpgradePlan, Upgrader};
 
 /// How long the coordinator waits for the workers past the drain's deadline
 /// (or past a second stop signal) before it gives up on those still running.
@@ -55,6 +56,8 @@ pub(super) struct Coordinator {
     stuck: Vec<(usize, usize)>,
     /// SIGUSR1's answers so far, one slot per worker.
     stats_asked: Option<Vec<Option<Snapshot>>>,
+    /// SIGUSR2's live upgrade.
+    upgrade: Upgrader,
 }
 
 impl Coordinator {
@@ -84,17 +87,27 @@ impl Coordinator {
             give_up_at: None,
             stuck: Vec::new(),
             stats_asked: None,
+            upgrade: Upgrader::new(UPGRADE),
         }
+    }
+
+    /// Makes SIGUSR2 a live upgrade to `plan`.
+    pub(super) fn upgrade_with(&mut self, plan: UpgradePlan) {
+        self.upgrade.set_plan(plan);
     }
 
     pub(super) fn serve(&mut self) -> io::Result<DrainReport> {
         let mut events = Events::with_capacity(64);
         while self.workers.iter().any(|w| w.running) {
-            let timeout = [self.acceptor.paused_until(), self.give_up_at]
-                .into_iter()
-                .flatten()
-                .min()
-                .map(|at| at.saturating_duration_since(Instant::now()));
+            let timeout = [
+                self.acceptor.paused_until(),
+                self.give_up_at,
+                self.upgrade.deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|at| at.saturating_duration_since(Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(ref e) if interrupted(e) => {}
@@ -115,8 +128,12 @@ impl Coordinator {
                     LISTENER => self.accept_all(),
                     SIGNALS => self.handle_signals(),
                     REPORTS => self.read_reports(),
+                    UPGRADE => self.upgrade_event(),
                     _ => {}
                 }
+            }
+            if self.upgrade.tick(self.poll.registry(), self.now) == Step::Drain && !self.draining {
+                self.start_drain("upgrade");
             }
             if self.acceptor.pause_over(self.now) {
                 self.accept_all();
@@ -249,6 +266,14 @@ impl Coordinator {
         }
     }
 
+    /// The upgrade's readiness channel has news: on `READY=1`, stop
+    /// accepting (the new process accepts from the same socket now).
+    fn upgrade_event(&mut self) {
+        if self.upgrade.readable(self.poll.registry(), self.now) == Step::StopAccepting {
+            self.acceptor.close(self.poll.registry());
+        }
+    }
+
     fn handle_signals(&mut self) {
         for order in signals::orders(&mut self.signals) {
             match order {
@@ -257,6 +282,12 @@ impl Coordinator {
                     self.stats_asked = Some(slots);
                     self.tell_all(|| ToWorker::Stats);
                 }
+                Order::Upgrade => self.upgrade.begin(
+                    self.poll.registry(),
+                    self.acceptor.listener_fd(),
+                    self.draining,
+                    self.now,
+                ),
                 Order::Stop(name) if !self.draining => self.start_drain(name),
                 Order::Stop(name) => {
                     warn!("{name} during the drain: exiting now");
@@ -274,8 +305,14 @@ impl Coordinator {
     /// deadline for all of them.
     fn start_drain(&mut self, signal: &'static str) {
         self.draining = true;
-        self.acceptor.close();
-        crate::notify::stopping(self.open());
+        self.acceptor.close(self.poll.registry());
+        // An upgrade still waiting for its process is given up.
+        self.upgrade.abandon(self.poll.registry(), signal);
+        // After a handover the supervisor watches the new process: our
+        // stop is not the service's.
+        if !self.upgrade.handed_over() {
+            crate::notify::stopping(self.open());
+        }
         let deadline = self.now + self.drain_timeout;
         self.give_up_at = Some(deadline + STUCK_GRACE);
         info!(

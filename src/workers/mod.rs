@@ -33,7 +33,9 @@
 //! coordinator keeps that deadline itself: a worker that has not finished
 //! `STUCK_GRACE` after it (or after a second signal) is named in the log and
 //! left behind, and `run` returns. SIGUSR1 asks every worker for its numbers
-//! and logs the totals and the spread.
+//! and logs the totals and the spread. SIGUSR2's live upgrade (`upgrade.rs`)
+//! is the coordinator's too: it hands the listener to the new process, stops
+//! accepting once that one is ready, and then drains every worker.
 //!
 //! A worker that panics (or whose poll fails) resets the connections it
 //! held, hands back the clients still waiting in its inbox, which go to the
@@ -69,11 +71,14 @@ use crate::handler::Handler;
 use crate::listener;
 use crate::signals;
 use crate::stats::Snapshot;
+use crate::upgrade::UpgradePlan;
 
-// The coordinator's tokens: it has only these three sources.
+// The coordinator's tokens: it has only these four sources.
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const REPORTS: Token = Token(2);
+/// A live upgrade's readiness channel (`upgrade.rs`).
+const UPGRADE: Token = Token(3);
 
 /// The coordinator's view of one worker.
 struct Worker {
@@ -114,6 +119,7 @@ pub struct Workers<F> {
     config: Config,
     count: usize,
     new_handler: Arc<F>,
+    upgrade: Option<UpgradePlan>,
 }
 
 impl<F, H> Workers<F>
@@ -174,12 +180,20 @@ where
             config,
             count,
             new_handler: Arc::new(new_handler),
+            upgrade: None,
         })
     }
 
     /// The address actually bound (with the real port for `:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Makes SIGUSR2 a live upgrade to `plan` (`upgrade.rs`), as
+    /// [`Server::upgrade_with`]: the coordinator owns the listener, so it
+    /// hands it over and then drains every worker.
+    pub fn upgrade_with(&mut self, plan: UpgradePlan) {
+        self.upgrade = Some(plan);
     }
 
     /// Starts the workers and serves until a signal starts a drain and
@@ -194,7 +208,9 @@ where
             config,
             count,
             new_handler,
+            upgrade: plan,
         } = self;
+
         let reports_waker = Arc::new(Waker::new(poll.registry(), REPORTS)?);
         let (outbox, reports) = mpsc::channel();
         let drain_timeout = config.drain_timeout;
@@ -223,6 +239,9 @@ where
             workers,
             spawn,
         );
+        if let Some(plan) = plan {
+            coordinator.upgrade_with(plan);
+        }
         coordinator.serve()
     }
 }
