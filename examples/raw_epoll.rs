@@ -1,4 +1,4 @@
-//! The raw epoll echo server (docs/tutorial/raw-epoll.md): the loop of
+//! The raw epoll echo server (docs/tutorial/why-epoll.md): the loop of
 //! steps 2 to 5 without mio, on rustix's safe `epoll`, one call per syscall.
 //!
 //! ```text

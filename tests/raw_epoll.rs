@@ -1,5 +1,5 @@
 //! The raw epoll echo server (`examples/raw_epoll.rs`, explained in
-//! `docs/tutorial/raw-epoll.md`), run as a real process against real
+//! `docs/tutorial/why-epoll.md`), run as a real process against real
 //! loopback sockets: the same bytes back as the mio steps give, split and
 //! coalesced lines, the FIN behind a line, backpressure, and EOF.
 //!
