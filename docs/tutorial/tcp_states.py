@@ -16,10 +16,13 @@ import sys
 import time
 
 
-def ss(port, flags="-tni"):
-    """Runs ss for the connections of `port`, prints the command and output."""
-    cmd = ["ss", flags, "state", "all", f"( sport = :{port} or dport = :{port} )"]
-    print(f"$ ss {flags} state all '( sport = :{port} or dport = :{port} )'")
+def ss(ports, flags="-tni"):
+    """Runs ss for the two ends of one connection (server port, client
+    port), prints the command and its output."""
+    s, c = ports
+    where = f"( sport = :{s} and dport = :{c} ) or ( sport = :{c} and dport = :{s} )"
+    cmd = ["ss", flags, "state", "all", where]
+    print(f"$ ss {flags} state all '{where}'")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     # ss pads lines to the terminal's width: drop the padding.
     print("\n".join(line.rstrip() for line in out.splitlines()))
@@ -33,26 +36,27 @@ def pair():
     port = listener.getsockname()[1]
     client = socket.create_connection(("127.0.0.1", port))
     server, _ = listener.accept()
-    listener.close()  # from here on, `sport = :port` is the server's end
-    print(f"# client 127.0.0.1:{client.getsockname()[1]} -> server 127.0.0.1:{port}")
-    return port, client, server
+    listener.close()
+    ports = (port, client.getsockname()[1])
+    print(f"# client 127.0.0.1:{ports[1]} -> server 127.0.0.1:{port}")
+    return ports, client, server
 
 
 def data():
     """Bytes in flight: Recv-Q is what the server has not read yet."""
-    port, client, server = pair()
+    ports, client, server = pair()
     client.sendall(b"hello\n")
     time.sleep(0.1)
     print("# the client sent 'hello\\n'; the server has not read it")
-    ss(port)
+    ss(ports)
     server.recv(100)
     print("# the server read it")
-    ss(port)
+    ss(ports)
 
 
 def window():
     """The windows: a server that does not read closes the client's window."""
-    port, client, server = pair()
+    ports, client, server = pair()
     client.setblocking(False)
     sent = 0
     chunk = b"x" * 65536
@@ -63,7 +67,7 @@ def window():
             break
     time.sleep(0.2)  # let the last window probes settle
     print(f"# the client sent {sent} bytes without blocking, then EAGAIN; the server reads nothing")
-    ss(port)
+    ss(ports)
     server.setblocking(False)
     got = 0
     while True:
@@ -73,40 +77,40 @@ def window():
             break
     time.sleep(0.2)
     print(f"# the server read {got} bytes: the window opens again, the rest moves")
-    ss(port)
+    ss(ports)
 
 
 def fin():
     """FIN, half-close, CLOSE-WAIT, then TIME-WAIT."""
-    port, client, server = pair()
+    ports, client, server = pair()
     client.shutdown(socket.SHUT_WR)
     time.sleep(0.1)
     print("# the client called shutdown(SHUT_WR): its FIN is sent and acknowledged")
-    ss(port)
+    ss(ports)
     assert server.recv(100) == b""  # EOF: the read returns 0
     server.sendall(b"still here\n")
     print(f"# the server read EOF (0 bytes) and can still send: the client got {client.recv(100)!r}")
     time.sleep(2)
     print("# two seconds later the server still has not closed: CLOSE-WAIT stays for as long as it does not")
-    ss(port)
+    ss(ports)
     server.close()
     time.sleep(0.1)
     print("# the server closed: its FIN; the client, who closed first, keeps TIME-WAIT")
-    ss(port, "-tnio")
+    ss(ports, "-tnio")
     client.close()
 
 
 def rst():
     """RST: close() with unread input, or SO_LINGER 0."""
-    port, client, server = pair()
+    ports, client, server = pair()
     client.sendall(b"unread\n")
     time.sleep(0.1)
     print("# the client sent 'unread\\n'; the server has not read it")
-    ss(port)
+    ss(ports)
     server.close()
     time.sleep(0.1)
     print("# the server called close() with 7 unread bytes: RST, not FIN; both ends are gone")
-    ss(port)
+    ss(ports)
     try:
         client.recv(100)
         print("# the client's read: no error")
