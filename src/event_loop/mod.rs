@@ -97,7 +97,7 @@ pub(crate) use accept::Acceptor;
 pub(crate) use close::abort;
 use drain::Drain;
 pub use drain::DrainReport;
-pub(crate) use mailbox::{DoneCount, Exit, FromWorker, Mailbox, ToWorker};
+pub(crate) use mailbox::{DoneCount, Exit, FromWorker, Mailbox, Sleeping, ToWorker};
 use observe::Work;
 use read::Readiness;
 
@@ -278,8 +278,15 @@ impl<H: Handler> Server<H> {
 
     /// Waits for events, or the nearest deadline, and reads the clock.
     fn poll_once(&mut self, events: &mut Events) -> io::Result<()> {
-        let timeout = self.poll_timeout();
-        match self.poll.poll(events, timeout) {
+        // A worker reads mail that came without a wake-up (`mailbox.rs`).
+        let timeout = if self.recheck_mail() {
+            Some(Duration::ZERO)
+        } else {
+            self.poll_timeout()
+        };
+        let polled = self.poll.poll(events, timeout);
+        self.woke_up();
+        match polled {
             Ok(()) => {}
             // A signal landed while we slept; its byte is in the
             // socketpair and shows up as an event on the next poll.
@@ -302,7 +309,9 @@ impl<H: Handler> Server<H> {
         self.work(Work::Event(event), |server| match event.token() {
             LISTENER => server.accept_all(),
             SIGNALS => server.handle_signals(),
-            MAILBOX => server.read_mail(),
+            MAILBOX => {
+                server.read_mail();
+            }
             UPGRADE => server.upgrade_event(),
             token => server.connection_event(ConnId::from_token(token), Readiness::of(event)),
         });

@@ -196,13 +196,24 @@ impl Coordinator {
     /// Accepts every waiting client (edge-triggered, as in the lone loop)
     /// and hands each to the least-loaded worker. O(workers) per client:
     /// a handful of loads to compare, fine.
+    ///
+    /// The first client of a batch is handed over and its worker woken at
+    /// once, before the next `accept`: with clients that come one at a time
+    /// (most batches are of one), the worker starts on it while the
+    /// coordinator finds out that nothing else waits. The rest of a batch
+    /// is woken for at its end, once per worker.
     fn accept_all(&mut self) {
         let mut open = self.open();
+        let mut first = true;
         while let Some((stream, addr)) = self.acceptor.next(self.now, open, &mut self.rejected) {
             // With no worker left (dropping the stream closes it), the
             // drain is already under way.
             if self.hand_over(stream, addr).is_ok() {
                 open += 1;
+                if first {
+                    first = false;
+                    self.wake_workers();
+                }
             }
         }
     }
@@ -247,10 +258,16 @@ impl Coordinator {
         }
     }
 
-    /// One wake-up per worker per turn, however many messages it got.
+    /// At most one wake-up per worker per batch, however many messages it
+    /// got, and none for a worker that is awake: it reads its inbox again
+    /// before it sleeps (the protocol is on `Sleeping`, in `mailbox.rs`;
+    /// `needs_wake` comes after the sends, as it must).
     fn wake_workers(&mut self) {
         for worker in self.workers.iter_mut().filter(|w| w.to_wake) {
             worker.to_wake = false;
+            if !worker.sleeping.needs_wake() {
+                continue;
+            }
             if let Err(e) = worker.waker.wake() {
                 warn!("cannot wake a worker: {e}");
             }

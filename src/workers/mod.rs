@@ -64,7 +64,8 @@ use coordinator::Coordinator;
 
 use crate::config::Config;
 use crate::event_loop::{
-    Acceptor, DoneCount, DrainReport, Exit, FromWorker, MAILBOX, Mailbox, Server, ToWorker,
+    Acceptor, DoneCount, DrainReport, Exit, FromWorker, MAILBOX, Mailbox, Server, Sleeping,
+    ToWorker,
 };
 use crate::fd_limit::fit_fd_limit;
 use crate::handler::Handler;
@@ -90,7 +91,11 @@ struct Worker {
     handed: usize,
     /// Connections it is done with (written by the worker only).
     done: Arc<DoneCount>,
-    /// It has something new in its inbox: wake it once the batch is sent.
+    /// Set by the worker while it sleeps in its poll (`Sleeping`): only
+    /// then does it need a wake-up.
+    sleeping: Arc<Sleeping>,
+    /// It has something new in its inbox: wake it (if it sleeps) once the
+    /// batch is sent.
     to_wake: bool,
     /// Its loop is still running.
     running: bool,
@@ -276,12 +281,14 @@ where
     let waker = Arc::new(Waker::new(poll.registry(), MAILBOX)?);
     let (inbox_sender, inbox) = mpsc::channel();
     let done = Arc::new(DoneCount::default());
+    let sleeping = Arc::new(Sleeping::default());
     let mailbox = Mailbox {
         index,
         inbox,
         outbox: outbox.clone(),
         coordinator: coordinator.clone(),
         done: done.clone(),
+        sleeping: sleeping.clone(),
     };
     let config = config.clone();
     let new_handler = new_handler.clone();
@@ -322,6 +329,7 @@ where
         waker,
         handed: 0,
         done,
+        sleeping,
         to_wake: false,
         running: true,
         ended: None,
