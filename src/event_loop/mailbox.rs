@@ -71,6 +71,10 @@ pub(crate) struct Exit {
     /// worker that is alive. (The coordinator keeps the sending end, so
     /// nothing sent before it reads this message can be lost.)
     pub inbox: Option<Receiver<ToWorker>>,
+    /// Its own listener (`--accept reuseport`), if it died before its
+    /// drain closed it: the worker that replaces it accepts from it, so
+    /// the clients in its queue are served.
+    pub listener: Option<mio::net::TcpListener>,
 }
 
 /// The worker's end of the mailbox.
@@ -263,14 +267,17 @@ impl<H: Handler> Server<H> {
             snapshot: self.snapshot(),
             failure,
             inbox: self.mailbox.take().map(|mailbox| mailbox.inbox),
+            listener: self.acceptor.take_listener(),
         }
     }
 
-    /// Tells the coordinator that one connection of this worker is gone.
+    /// Tells the coordinator that one connection of this worker is gone
+    /// (and, with `--accept reuseport`, gives its place back).
     pub(super) fn count_done(&self) {
         if let Some(mailbox) = &self.mailbox {
             mailbox.done.add_one();
         }
+        self.acceptor.release(1);
     }
 }
 

@@ -73,6 +73,7 @@ mod write;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{Level, info, log_enabled};
@@ -93,7 +94,7 @@ use crate::stats::Stats;
 use crate::timers::Timers;
 use crate::upgrade::{UpgradePlan, Upgrader};
 
-pub(crate) use accept::Acceptor;
+pub(crate) use accept::{Acceptor, OpenCount};
 pub(crate) use close::abort;
 use drain::Drain;
 pub use drain::DrainReport;
@@ -199,16 +200,27 @@ impl<H: Handler> Server<H> {
     /// A worker of `--workers`: a loop with no listener and no signals,
     /// fed by the coordinator through `mailbox`, its waker registered with
     /// `poll` under `MAILBOX`.
+    ///
+    /// With `--accept reuseport`, `listener` is the worker's own, which it
+    /// accepts from itself under the process's cap that `open` counts.
     pub(crate) fn worker(
         poll: Poll,
         local_addr: SocketAddr,
         config: Config,
         handler: H,
         mailbox: Mailbox,
-    ) -> Self {
+        listener: Option<(TcpListener, Arc<OpenCount>)>,
+    ) -> io::Result<Self> {
         let mut server = Server::new(poll, local_addr, config, handler);
         server.mailbox = Some(mailbox);
-        server
+        if let Some((mut listener, open)) = listener {
+            server
+                .poll
+                .registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)?;
+            server.acceptor = Acceptor::shared(listener, server.config.max_connections, open);
+        }
+        Ok(server)
     }
 
     fn new(poll: Poll, local_addr: SocketAddr, config: Config, handler: H) -> Self {

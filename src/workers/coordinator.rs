@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use mio::{Events, Poll};
 use signal_hook_mio::v1_0::Signals;
 
 use super::{LISTENER, REPORTS, SIGNALS, Spawn, UPGRADE, Worker};
-use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, ToWorker, abort};
+use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, OpenCount, ToWorker, abort};
 use crate::io_util::interrupted;
 use crate::signals::{self, Order};
 use crate::stats::{Snapshot, Spread};
@@ -58,6 +59,9 @@ pub(super) struct Coordinator {
     stats_asked: Option<Vec<Option<Snapshot>>>,
     /// SIGUSR2's live upgrade.
     upgrade: Upgrader,
+    /// `--accept reuseport`: the workers accept, and count the open
+    /// connections of the process here (the coordinator hands none over).
+    open_count: Option<Arc<OpenCount>>,
 }
 
 impl Coordinator {
@@ -69,6 +73,7 @@ impl Coordinator {
         reports: Receiver<FromWorker>,
         workers: Vec<Worker>,
         spawn: Spawn,
+        open_count: Option<Arc<OpenCount>>,
     ) -> Self {
         Coordinator {
             poll,
@@ -88,6 +93,7 @@ impl Coordinator {
             stuck: Vec::new(),
             stats_asked: None,
             upgrade: Upgrader::new(UPGRADE),
+            open_count,
         }
     }
 
@@ -186,6 +192,9 @@ impl Coordinator {
     /// Connections served by all workers together. A worker that has
     /// ended holds none: one that died has reset its connections.
     fn open(&self) -> usize {
+        if let Some(open) = &self.open_count {
+            return open.get();
+        }
         self.workers
             .iter()
             .filter(|w| w.running)
@@ -390,9 +399,12 @@ impl Coordinator {
             ),
             None => debug!("worker {index} finished"),
         }
+        // Its own listener (`--accept reuseport`), still open if it died
+        // serving: the clients queued there wait for its replacement.
+        let listener = exit.listener.take();
         worker.ended = Some(exit);
         if died && !self.draining {
-            self.replace(index);
+            self.replace(index, listener);
         }
         for (stream, addr) in orphans {
             if let Err(stream) = self.hand_over(stream, addr) {
@@ -411,9 +423,9 @@ impl Coordinator {
     }
 
     /// Starts a fresh worker in place `index`, whose worker died.
-    fn replace(&mut self, index: usize) {
+    fn replace(&mut self, index: usize, listener: Option<mio::net::TcpListener>) {
         let generation = self.workers[index].generation + 1;
-        match (self.spawn)(index, generation) {
+        match (self.spawn)(index, generation, listener) {
             Ok(mut fresh) => {
                 // SIGUSR1's question went to the one that died.
                 if self.stats_asked.is_some() && fresh.inbox.send(ToWorker::Stats).is_ok() {
