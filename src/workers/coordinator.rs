@@ -73,7 +73,6 @@ impl Coordinator {
         reports: Receiver<FromWorker>,
         workers: Vec<Worker>,
         spawn: Spawn,
-        open_count: Option<Arc<OpenCount>>,
     ) -> Self {
         Coordinator {
             poll,
@@ -93,8 +92,14 @@ impl Coordinator {
             stuck: Vec::new(),
             stats_asked: None,
             upgrade: Upgrader::new(UPGRADE),
-            open_count,
+            open_count: None,
         }
+    }
+
+    /// `--accept reuseport`: the workers count the open connections of the
+    /// process in `open` (the coordinator hands none over).
+    pub(super) fn count_open_in(&mut self, open: Arc<OpenCount>) {
+        self.open_count = Some(open);
     }
 
     /// Makes SIGUSR2 a live upgrade to `plan`.

@@ -345,8 +345,10 @@ where
             reports,
             workers,
             spawn,
-            open,
         );
+        if let Some(open) = open {
+            coordinator.count_open_in(open);
+        }
         if let Some(plan) = plan {
             coordinator.upgrade_with(plan);
         }
