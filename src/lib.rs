@@ -81,4 +81,4 @@ pub use event_loop::{DrainReport, Server};
 pub use handler::{Context, Handler};
 pub use stats::{Snapshot, Stats};
 pub use upgrade::UpgradePlan;
-pub use workers::Workers;
+pub use workers::{Accept, Workers};

@@ -81,3 +81,92 @@ fn read_somaxconn() -> Option<u32> {
         .parse()
         .ok()
 }
+
+/// `--accept reuseport`: `count` listening sockets on one address, in one
+/// `SO_REUSEPORT` group, one per worker, with the group steered by CPU
+/// (`sys::steer_reuseport_by_cpu`: listener `i` takes the connections
+/// whose SYN CPU `c` handled, `c % count == i`). Also returns the lock
+/// that keeps a second instance off the port; hold it as long as the
+/// listeners.
+///
+/// A second instance must be refused, and a reuseport group would not
+/// refuse it: a socket with `SO_REUSEPORT` of the same user joins the group
+/// and silently takes its share of the connections. Two checks, in order:
+///
+/// 1. A bind probe: a socket *without* `SO_REUSEPORT` is bound to the
+///    address first. It fails with "address in use" if anything holds the
+///    port (a reactor-echo in any mode, or another program), as a plain
+///    listener would. With port 0 it also picks the port for the group.
+/// 2. A lock: an abstract unix socket named after the address
+///    (`InstanceLock`), bound before the probe is closed and held for the
+///    life of the process. It closes the gap between the probe and the
+///    group's first bind, where two instances started at once could both
+///    pass the probe: only one can bind the name. The kernel frees the
+///    name when the process dies, however it dies. It covers reactor-echo
+///    instances in the same network namespace; any other program is
+///    caught by the probe (unless it binds with `SO_REUSEPORT` itself in
+///    that same gap, as the same user).
+pub fn listen_group(
+    addr: SocketAddr,
+    backlog: u32,
+    send_buffer: Option<usize>,
+    count: usize,
+) -> io::Result<(Vec<TcpListener>, InstanceLock)> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    probe.bind(&addr.into())?;
+    let addr = probe
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("the probe is bound to no IP address"))?;
+    let lock = InstanceLock::take(addr)?;
+    drop(probe);
+    let mut group = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        if let Some(bytes) = send_buffer {
+            socket.set_send_buffer_size(bytes)?;
+        }
+        socket.bind(&addr.into())?;
+        // The kernel takes the smaller of this and somaxconn, per listener.
+        socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+        group.push(socket);
+    }
+    if let Some(first) = group.first() {
+        crate::sys::steer_reuseport_by_cpu(first, count as u32)?;
+    }
+    debug!("listening on {addr} with {count} reuseport listeners (backlog {backlog} each)");
+    let group = group
+        .into_iter()
+        .map(|socket| TcpListener::from_std(socket.into()))
+        .collect();
+    Ok((group, lock))
+}
+
+/// Held while a reuseport group serves an address: see [`listen_group`].
+/// An abstract unix socket (no file: the name lives in the network
+/// namespace and goes with the last descriptor).
+#[derive(Debug)]
+pub struct InstanceLock {
+    _socket: std::os::unix::net::UnixListener,
+}
+
+impl InstanceLock {
+    /// Takes the lock for `addr`, or fails with `AddrInUse`.
+    fn take(addr: SocketAddr) -> io::Result<Self> {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("reactor-echo/reuseport/{addr}");
+        let unix = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+        match std::os::unix::net::UnixListener::bind_addr(&unix) {
+            Ok(socket) => Ok(InstanceLock { _socket: socket }),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("another reactor-echo already serves {addr} (the lock @{name} is taken)"),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+}

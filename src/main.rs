@@ -104,6 +104,14 @@ struct Cli {
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     workers: usize,
 
+    /// With --workers: coordinator (one thread accepts and hands each client to the least-loaded worker) or reuseport (each worker accepts from its own SO_REUSEPORT listener, steered by the CPU that took the SYN; no socket activation or live upgrade)
+    #[arg(long, value_name = "MODE", default_value = "coordinator")]
+    accept: AcceptMode,
+
+    /// With --workers: pin worker i to the i-th CPU this process may run on
+    #[arg(long)]
+    pin_cpus: bool,
+
     /// Log level: off, error, warn, info, debug or trace [default: info, or as RUST_LOG says]
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<LevelFilter>,
@@ -115,6 +123,13 @@ struct Cli {
     /// Seconds the new process of a live upgrade (SIGUSR2) has to report ready before it is killed and this one serves on
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_seconds)]
     upgrade_timeout: Duration,
+}
+
+/// `--accept`: how clients reach the workers (`reactor_echo::Accept`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AcceptMode {
+    Coordinator,
+    Reuseport,
 }
 
 /// `--listen` as typed, and what it resolves to.
@@ -259,6 +274,16 @@ fn main() -> ExitCode {
             .exit();
     }
     init_logging(cli.log_level, cli.workers);
+    // A reuseport group is N listeners made here; an inherited socket is
+    // one, and a live upgrade passes one: refused rather than half-served.
+    let inherits = activation.as_ref().is_ok_and(|a| a.fd.is_some());
+    if cli.accept == AcceptMode::Reuseport && cli.workers > 1 && inherits {
+        eprintln!(
+            "error: --accept reuseport opens one listener per worker itself; it cannot serve an \
+             inherited socket (LISTEN_FDS, or a live upgrade): use --accept coordinator"
+        );
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let ready_channel = activation.as_mut().ok().and_then(|a| a.ready.take());
     let inherited = match inherited_listener(activation, config.send_buffer) {
         Ok(inherited) => inherited,
@@ -317,14 +342,30 @@ fn main() -> ExitCode {
         }
     } else {
         let echo = |_: usize| Echo;
-        let workers = match inherited {
-            Some(listener) => Workers::from_listener(listener, config.clone(), cli.workers, echo),
-            None => Workers::bind(&cli.listen.addrs, config.clone(), cli.workers, echo),
+        let workers = match (inherited, cli.accept) {
+            (Some(listener), _) => {
+                Workers::from_listener(listener, config.clone(), cli.workers, echo)
+            }
+            (None, AcceptMode::Coordinator) => {
+                Workers::bind(&cli.listen.addrs, config.clone(), cli.workers, echo)
+            }
+            (None, AcceptMode::Reuseport) => {
+                Workers::bind_reuseport(&cli.listen.addrs, config.clone(), cli.workers, echo)
+            }
         };
         match workers {
             Ok(mut workers) => {
-                if let Some(plan) = plan {
-                    workers.upgrade_with(plan);
+                match plan {
+                    Some(_) if cli.accept == AcceptMode::Reuseport => info!(
+                        "--accept reuseport: SIGUSR2 (live upgrade) is not supported and will be ignored"
+                    ),
+                    Some(plan) => workers.upgrade_with(plan),
+                    None => {}
+                }
+                if cli.pin_cpus
+                    && let Err(e) = workers.pin_cpus()
+                {
+                    warn!("--pin-cpus: cannot read this process's CPUs ({e}); not pinning");
                 }
                 (workers.local_addr(), Box::new(move || workers.run()))
             }

@@ -12,6 +12,10 @@
 //!   `LISTEN_FDS`; fd 4, the readiness channel of a live upgrade), and
 //!   clearing environment variables (`LISTEN_PID`, ...), which is only sound
 //!   while no other thread can read the environment.
+//! - `--accept reuseport` (`listener.rs`): a classic BPF program attached
+//!   to a `SO_REUSEPORT` group (`SO_ATTACH_REUSEPORT_CBPF`), which picks the
+//!   listener of the CPU that took the SYN; and `--pin-cpus`:
+//!   `sched_getaffinity` and `sched_setaffinity` for one thread.
 //! - The live upgrade's child (`upgrade.rs`): `posix_spawn` with the
 //!   listener and the readiness channel placed at fds 3 and 4, and
 //!   `kill`/`waitpid` for a child that is not a `std::process::Child`.
@@ -90,6 +94,94 @@ pub fn block_signals(signals: &[libc::c_int]) -> io::Result<()> {
     if rc != 0 {
         // pthread_sigmask returns the error rather than setting errno.
         return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Attaches to `listener`'s `SO_REUSEPORT` group (the program is the
+/// group's, whichever member it is set on) a classic BPF program that
+/// returns the number of the CPU handling the incoming SYN, modulo
+/// `members`: so a connection goes to listener `cpu % members`, in the
+/// order the listeners joined the group. The kernel falls back to its hash
+/// when the index is out of range (a member closed).
+pub fn steer_reuseport_by_cpu(listener: &impl AsRawFd, members: u32) -> io::Result<()> {
+    if members == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no members"));
+    }
+    let op = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let mut program = [
+        // A = the CPU this packet is processed on (an ancillary load).
+        op(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            (libc::SKF_AD_OFF + libc::SKF_AD_CPU) as u32,
+        ),
+        // A = A % members
+        op(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, members),
+        // return A: the index of the listener in the group
+        op(libc::BPF_RET | libc::BPF_A, 0),
+    ];
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
+    // SAFETY: setsockopt reads `size_of::<sock_fprog>()` bytes from `fprog`,
+    // which is live for the call; the kernel copies the `len` instructions
+    // `filter` points to (`program`, live and that long) before returning,
+    // and keeps no pointer into our memory. A bad fd only makes it fail.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The CPUs the calling thread may run on, in increasing order.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    // SAFETY: cpu_set_t is a plain bit array, for which all-zero is valid.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: sched_getaffinity writes at most `size_of::<cpu_set_t>()`
+    // bytes into `set`, which is live, writable and that large; pid 0 is
+    // the calling thread.
+    let rc =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: CPU_ISSET only reads the set, and `cpu` is below its size.
+    Ok((0..max)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) })
+        .collect())
+}
+
+/// Pins the calling thread to `cpu`.
+pub fn pin_this_thread(cpu: usize) -> io::Result<()> {
+    if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "no such CPU"));
+    }
+    // SAFETY: all-zero is a valid, empty cpu_set_t.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: CPU_SET writes one bit of `set`, which we own; `cpu` is
+    // below the set's size (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: sched_setaffinity reads `size_of::<cpu_set_t>()` bytes from
+    // `set`, live for the call; pid 0 is the calling thread only.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

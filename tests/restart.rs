@@ -399,3 +399,27 @@ fn the_systemd_units_fit_the_server() {
     assert_eq!(socket.matches("\nListenStream=").count(), 1);
     assert!(!socket.contains("Accept=yes"));
 }
+
+#[test]
+fn accept_reuseport_refuses_an_inherited_socket() {
+    // A reuseport group is one listener per worker, made by the server; an
+    // inherited socket is one. Refused, not served half-way.
+    let (listener, _) = listening();
+    let (status, err) = run_to_exit(
+        launcher(
+            FOR_US,
+            &[
+                "--workers",
+                "2",
+                "--accept",
+                "reuseport",
+                "--listen",
+                "127.0.0.1:0",
+            ],
+        ),
+        Stdio::from(OwnedFd::from(listener)),
+    );
+    assert_eq!(status.code(), Some(2), "stderr:\n{err}");
+    assert!(err.contains("--accept reuseport"), "stderr:\n{err}");
+    assert!(!err.contains("listening on"), "it must not serve");
+}

@@ -15,6 +15,8 @@
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
@@ -65,6 +67,41 @@ impl AcceptError {
     }
 }
 
+/// `--accept reuseport`: the connections open in the whole process, shared
+/// by the workers, each of which accepts from a listener of its own. It
+/// keeps `--max-connections` one cap for the process. A worker takes a
+/// place (`try_take`) for each client it accepts, and gives it back when
+/// the connection is done. Take-then-check with one `fetch_add` makes the
+/// cap exact however many workers accept at once (a load, a compare and
+/// an increment could let two workers both take the last place). `Relaxed`
+/// is enough: the count guards nothing but itself, and read-modify-writes
+/// of one atomic are totally ordered whatever the ordering. On its own
+/// cache lines, as `DoneCount`.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct OpenCount(AtomicUsize);
+
+impl OpenCount {
+    /// Takes a place if fewer than `max` are taken.
+    fn try_take(&self, max: usize) -> bool {
+        if self.0.fetch_add(1, Ordering::Relaxed) < max {
+            return true;
+        }
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Gives back `n` places.
+    fn release(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Connections open in the process now.
+    pub(crate) fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The listening socket, and what accepting from it safely takes: the
 /// connection cap, a spare fd for running out of fds, and a pause after an
 /// unexpected failure.
@@ -79,6 +116,9 @@ pub(crate) struct Acceptor {
     paused_until: Option<Instant>,
     over_capacity_log: Throttle,
     out_of_fds_log: Throttle,
+    /// `--accept reuseport`: the cap is the process's, counted here
+    /// rather than by the caller's `open`.
+    shared: Option<Arc<OpenCount>>,
 }
 
 impl Acceptor {
@@ -90,7 +130,35 @@ impl Acceptor {
             paused_until: None,
             over_capacity_log: Throttle::new(Duration::from_secs(1)),
             out_of_fds_log: Throttle::new(Duration::from_secs(1)),
+            shared: None,
         }
+    }
+
+    /// A worker's own listener in `--accept reuseport`, under the cap that
+    /// `shared` counts for the whole process.
+    pub(crate) fn shared(
+        listener: TcpListener,
+        max_connections: usize,
+        shared: Arc<OpenCount>,
+    ) -> Self {
+        Acceptor {
+            shared: Some(shared),
+            ..Acceptor::new(Some(listener), max_connections)
+        }
+    }
+
+    /// Gives back `n` places of the shared cap, for connections done (or
+    /// accepted and never served); nothing without one.
+    pub(crate) fn release(&self, n: usize) {
+        if let Some(shared) = &self.shared {
+            shared.release(n);
+        }
+    }
+
+    /// Takes the listener out (a worker that died hands it to the worker
+    /// that replaces it); `None` once closed.
+    pub(crate) fn take_listener(&mut self) -> Option<TcpListener> {
+        self.listener.take()
     }
 
     /// The listening socket's descriptor, to hand it to a live upgrade's
@@ -155,7 +223,11 @@ impl Acceptor {
             let listener = self.listener.as_ref()?;
             match listener.accept() {
                 Ok((stream, addr)) => {
-                    if open < self.max_connections {
+                    let room = match &self.shared {
+                        Some(shared) => shared.try_take(self.max_connections),
+                        None => open < self.max_connections,
+                    };
+                    if room {
                         return Some((stream, addr));
                     }
                     // Accept and close rather than leave it in the kernel's
@@ -234,7 +306,9 @@ impl<H: Handler> Server<H> {
             self.acceptor
                 .next(self.now, self.conns.len(), &mut self.stats.rejected)
         {
-            self.open_connection(stream, addr);
+            if self.open_connection(stream, addr).is_none() {
+                self.acceptor.release(1);
+            }
         }
     }
 

@@ -181,6 +181,7 @@ impl<H: Handler> Server<H> {
         }
         self.stats.closed += n;
         self.report.reset_after_panic += n;
+        self.acceptor.release(n as usize);
         if n > 0 {
             warn!("reset the {n} connections this worker held: it can no longer serve them");
         }

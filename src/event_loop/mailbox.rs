@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use log::{debug, warn};
 use mio::Waker;
 use mio::net::TcpStream;
 
+use super::observe::Work;
 use super::{DrainReport, Server};
 use crate::connection::CloseReason;
 use crate::handler::Handler;
@@ -70,6 +71,10 @@ pub(crate) struct Exit {
     /// worker that is alive. (The coordinator keeps the sending end, so
     /// nothing sent before it reads this message can be lost.)
     pub inbox: Option<Receiver<ToWorker>>,
+    /// Its own listener (`--accept reuseport`), if it died before its
+    /// drain closed it: the worker that replaces it accepts from it, so
+    /// the clients in its queue are served.
+    pub listener: Option<mio::net::TcpListener>,
 }
 
 /// The worker's end of the mailbox.
@@ -83,6 +88,9 @@ pub(crate) struct Mailbox {
     /// coordinator counts what it handed over, so their difference is this
     /// worker's load. Written by this worker only, once per connection.
     pub done: Arc<DoneCount>,
+    /// Set while this worker sleeps (or is about to) in `epoll_wait`: the
+    /// coordinator wakes it only then. See [`Sleeping`].
+    pub sleeping: Arc<Sleeping>,
 }
 
 /// A worker's count of the connections it is done with: written by the
@@ -109,6 +117,60 @@ impl DoneCount {
     }
 }
 
+/// Whether a worker is asleep in its poll, so that the coordinator writes
+/// its waker (an `eventfd` write, and a `futex`-free but real wake-up of a
+/// thread) only when the worker needs one. A worker busy with a turn finds
+/// the new mail itself at the end of the turn.
+///
+/// The protocol (Dekker's, as in Go's netpoller and tokio's parker), with
+/// the flag `S` and the inbox `Q`:
+///
+/// ```text
+/// worker, before each poll          coordinator, after sending
+///   S = true                          Q.push(message)
+///   fence(SeqCst)                     fence(SeqCst)
+///   read all of Q (re-check)          if S { wake the worker }
+///   poll: sleep until woken
+///   S = false
+/// ```
+///
+/// No wake-up is lost: the two `SeqCst` fences are in one total order. If
+/// the worker's fence comes first, its `S = true` is visible to the
+/// coordinator's load after its own fence, and it wakes the worker. If the
+/// coordinator's fence comes first, its push is visible to the worker's
+/// re-check, which reads the message before sleeping. (Both may happen:
+/// one spare wake-up, harmless.) A bare `SeqCst` store and load would not
+/// do: the channel's push is a release store, and without the fence the
+/// coordinator's load of `S` could be ordered before it (store-load
+/// reordering, which x86 allows too). `S = false` after the poll can be
+/// `Relaxed`: a stale `true` read by the coordinator costs one spare
+/// wake-up, never a lost one.
+///
+/// It sits alone on its cache lines, as [`DoneCount`] does: the worker
+/// writes it twice a turn.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+pub(crate) struct Sleeping(AtomicBool);
+
+impl Sleeping {
+    /// The worker, before its re-check of the inbox and its poll.
+    pub(crate) fn going_to_sleep(&self) {
+        self.0.store(true, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// The worker, once its poll has returned (or will not block).
+    pub(crate) fn awake(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    /// The coordinator, after sending: whether the worker must be woken.
+    pub(crate) fn needs_wake(&self) -> bool {
+        fence(Ordering::SeqCst);
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 impl Mailbox {
     /// Puts `message` in the coordinator's box and wakes it.
     pub(crate) fn send(&self, message: FromWorker) {
@@ -126,13 +188,17 @@ impl<H: Handler> Server<H> {
     /// Reads every message waiting. The waker fires once for any number of
     /// them (its eventfd is edge-triggered like every source), so read
     /// until the channel is empty; a message sent after that comes with a
-    /// wake of its own.
-    pub(super) fn read_mail(&mut self) {
+    /// wake of its own, or is found by the re-check before the next poll
+    /// (`recheck_mail`). Returns how many messages it read.
+    pub(super) fn read_mail(&mut self) -> usize {
+        let mut read = 0;
         loop {
-            let Some(mailbox) = &self.mailbox else { return };
+            let Some(mailbox) = &self.mailbox else {
+                return read;
+            };
             let message = match mailbox.inbox.try_recv() {
                 Ok(message) => message,
-                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Empty) => return read,
                 // The coordinator is gone: nobody will send the drain.
                 Err(TryRecvError::Disconnected) => {
                     if self.drain.is_none() {
@@ -140,9 +206,10 @@ impl<H: Handler> Server<H> {
                         let deadline = self.now + self.config.drain_timeout;
                         self.start_drain("coordinator gone", deadline);
                     }
-                    return;
+                    return read;
                 }
             };
+            read += 1;
             match message {
                 ToWorker::Connection(stream, addr) => match self.open_connection(stream, addr) {
                     None => self.count_done(),
@@ -166,6 +233,31 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// A worker about to poll: says it is going to sleep, then reads any
+    /// mail the coordinator sent without waking it (see [`Sleeping`]).
+    /// Returns whether there was any: then the loop must not block, as the
+    /// mail may need the end of a turn (a drain with nothing left to close
+    /// ends there). A lone loop has no mailbox: false.
+    pub(super) fn recheck_mail(&mut self) -> bool {
+        let Some(mailbox) = &self.mailbox else {
+            return false;
+        };
+        mailbox.sleeping.going_to_sleep();
+        let mut read = 0;
+        self.work(Work::Recheck, |server| read = server.read_mail());
+        if read > 0 {
+            self.woke_up();
+        }
+        read > 0
+    }
+
+    /// A worker's poll has returned: the coordinator need not wake it.
+    pub(super) fn woke_up(&self) {
+        if let Some(mailbox) = &self.mailbox {
+            mailbox.sleeping.awake();
+        }
+    }
+
     /// How this worker ended, for the coordinator: its counters, its last
     /// numbers and its inbox. `failure` says why the loop failed, if it did;
     /// then `abandon` has already reset its connections.
@@ -175,14 +267,17 @@ impl<H: Handler> Server<H> {
             snapshot: self.snapshot(),
             failure,
             inbox: self.mailbox.take().map(|mailbox| mailbox.inbox),
+            listener: self.acceptor.take_listener(),
         }
     }
 
-    /// Tells the coordinator that one connection of this worker is gone.
+    /// Tells the coordinator that one connection of this worker is gone
+    /// (and, with `--accept reuseport`, gives its place back).
     pub(super) fn count_done(&self) {
         if let Some(mailbox) = &self.mailbox {
             mailbox.done.add_one();
         }
+        self.acceptor.release(1);
     }
 }
 

@@ -73,6 +73,7 @@ mod write;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use log::{Level, info, log_enabled};
@@ -93,11 +94,11 @@ use crate::stats::Stats;
 use crate::timers::Timers;
 use crate::upgrade::{UpgradePlan, Upgrader};
 
-pub(crate) use accept::Acceptor;
+pub(crate) use accept::{Acceptor, OpenCount};
 pub(crate) use close::abort;
 use drain::Drain;
 pub use drain::DrainReport;
-pub(crate) use mailbox::{DoneCount, Exit, FromWorker, Mailbox, ToWorker};
+pub(crate) use mailbox::{DoneCount, Exit, FromWorker, Mailbox, Sleeping, ToWorker};
 use observe::Work;
 use read::Readiness;
 
@@ -199,16 +200,27 @@ impl<H: Handler> Server<H> {
     /// A worker of `--workers`: a loop with no listener and no signals,
     /// fed by the coordinator through `mailbox`, its waker registered with
     /// `poll` under `MAILBOX`.
+    ///
+    /// With `--accept reuseport`, `listener` is the worker's own, which it
+    /// accepts from itself under the process's cap that `open` counts.
     pub(crate) fn worker(
         poll: Poll,
         local_addr: SocketAddr,
         config: Config,
         handler: H,
         mailbox: Mailbox,
-    ) -> Self {
+        listener: Option<(TcpListener, Arc<OpenCount>)>,
+    ) -> io::Result<Self> {
         let mut server = Server::new(poll, local_addr, config, handler);
         server.mailbox = Some(mailbox);
-        server
+        if let Some((mut listener, open)) = listener {
+            server
+                .poll
+                .registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)?;
+            server.acceptor = Acceptor::shared(listener, server.config.max_connections, open);
+        }
+        Ok(server)
     }
 
     fn new(poll: Poll, local_addr: SocketAddr, config: Config, handler: H) -> Self {
@@ -278,8 +290,15 @@ impl<H: Handler> Server<H> {
 
     /// Waits for events, or the nearest deadline, and reads the clock.
     fn poll_once(&mut self, events: &mut Events) -> io::Result<()> {
-        let timeout = self.poll_timeout();
-        match self.poll.poll(events, timeout) {
+        // A worker reads mail that came without a wake-up (`mailbox.rs`).
+        let timeout = if self.recheck_mail() {
+            Some(Duration::ZERO)
+        } else {
+            self.poll_timeout()
+        };
+        let polled = self.poll.poll(events, timeout);
+        self.woke_up();
+        match polled {
             Ok(()) => {}
             // A signal landed while we slept; its byte is in the
             // socketpair and shows up as an event on the next poll.
@@ -302,7 +321,9 @@ impl<H: Handler> Server<H> {
         self.work(Work::Event(event), |server| match event.token() {
             LISTENER => server.accept_all(),
             SIGNALS => server.handle_signals(),
-            MAILBOX => server.read_mail(),
+            MAILBOX => {
+                server.read_mail();
+            }
             UPGRADE => server.upgrade_event(),
             token => server.connection_event(ConnId::from_token(token), Readiness::of(event)),
         });

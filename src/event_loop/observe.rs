@@ -56,6 +56,12 @@ impl<H: Handler> Server<H> {
                 "  timer accept retry: accepted {}",
                 self.stats.accepted - before.accepted
             ),
+            // Every turn of a worker: a line only when it found mail.
+            Work::Recheck if self.stats.accepted == before.accepted => {}
+            Work::Recheck => trace!(
+                "  inbox before sleeping: opened {}",
+                self.stats.accepted - before.accepted
+            ),
         }
     }
 
@@ -132,4 +138,6 @@ pub(super) enum Work<'a> {
     Timer { what: &'static str, conn: ConnId },
     /// The timer that retries `accept` after a failure.
     AcceptRetry,
+    /// A worker's look at its inbox before it sleeps (`recheck_mail`).
+    Recheck,
 }

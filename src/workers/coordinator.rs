@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
@@ -17,7 +18,7 @@ use mio::{Events, Poll};
 use signal_hook_mio::v1_0::Signals;
 
 use super::{LISTENER, REPORTS, SIGNALS, Spawn, UPGRADE, Worker};
-use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, ToWorker, abort};
+use crate::event_loop::{Acceptor, DrainReport, Exit, FromWorker, OpenCount, ToWorker, abort};
 use crate::io_util::interrupted;
 use crate::signals::{self, Order};
 use crate::stats::{Snapshot, Spread};
@@ -58,6 +59,9 @@ pub(super) struct Coordinator {
     stats_asked: Option<Vec<Option<Snapshot>>>,
     /// SIGUSR2's live upgrade.
     upgrade: Upgrader,
+    /// `--accept reuseport`: the workers accept, and count the open
+    /// connections of the process here (the coordinator hands none over).
+    open_count: Option<Arc<OpenCount>>,
 }
 
 impl Coordinator {
@@ -88,7 +92,14 @@ impl Coordinator {
             stuck: Vec::new(),
             stats_asked: None,
             upgrade: Upgrader::new(UPGRADE),
+            open_count: None,
         }
+    }
+
+    /// `--accept reuseport`: the workers count the open connections of the
+    /// process in `open` (the coordinator hands none over).
+    pub(super) fn count_open_in(&mut self, open: Arc<OpenCount>) {
+        self.open_count = Some(open);
     }
 
     /// Makes SIGUSR2 a live upgrade to `plan`.
@@ -186,6 +197,9 @@ impl Coordinator {
     /// Connections served by all workers together. A worker that has
     /// ended holds none: one that died has reset its connections.
     fn open(&self) -> usize {
+        if let Some(open) = &self.open_count {
+            return open.get();
+        }
         self.workers
             .iter()
             .filter(|w| w.running)
@@ -196,13 +210,24 @@ impl Coordinator {
     /// Accepts every waiting client (edge-triggered, as in the lone loop)
     /// and hands each to the least-loaded worker. O(workers) per client:
     /// a handful of loads to compare, fine.
+    ///
+    /// The first client of a batch is handed over and its worker woken at
+    /// once, before the next `accept`: with clients that come one at a time
+    /// (most batches are of one), the worker starts on it while the
+    /// coordinator finds out that nothing else waits. The rest of a batch
+    /// is woken for at its end, once per worker.
     fn accept_all(&mut self) {
         let mut open = self.open();
+        let mut first = true;
         while let Some((stream, addr)) = self.acceptor.next(self.now, open, &mut self.rejected) {
             // With no worker left (dropping the stream closes it), the
             // drain is already under way.
             if self.hand_over(stream, addr).is_ok() {
                 open += 1;
+                if first {
+                    first = false;
+                    self.wake_workers();
+                }
             }
         }
     }
@@ -247,10 +272,16 @@ impl Coordinator {
         }
     }
 
-    /// One wake-up per worker per turn, however many messages it got.
+    /// At most one wake-up per worker per batch, however many messages it
+    /// got, and none for a worker that is awake: it reads its inbox again
+    /// before it sleeps (the protocol is on `Sleeping`, in `mailbox.rs`;
+    /// `needs_wake` comes after the sends, as it must).
     fn wake_workers(&mut self) {
         for worker in self.workers.iter_mut().filter(|w| w.to_wake) {
             worker.to_wake = false;
+            if !worker.sleeping.needs_wake() {
+                continue;
+            }
             if let Err(e) = worker.waker.wake() {
                 warn!("cannot wake a worker: {e}");
             }
@@ -373,9 +404,12 @@ impl Coordinator {
             ),
             None => debug!("worker {index} finished"),
         }
+        // Its own listener (`--accept reuseport`), still open if it died
+        // serving: the clients queued there wait for its replacement.
+        let listener = exit.listener.take();
         worker.ended = Some(exit);
         if died && !self.draining {
-            self.replace(index);
+            self.replace(index, listener);
         }
         for (stream, addr) in orphans {
             if let Err(stream) = self.hand_over(stream, addr) {
@@ -394,9 +428,9 @@ impl Coordinator {
     }
 
     /// Starts a fresh worker in place `index`, whose worker died.
-    fn replace(&mut self, index: usize) {
+    fn replace(&mut self, index: usize, listener: Option<mio::net::TcpListener>) {
         let generation = self.workers[index].generation + 1;
-        match (self.spawn)(index, generation) {
+        match (self.spawn)(index, generation, listener) {
             Ok(mut fresh) => {
                 // SIGUSR1's question went to the one that died.
                 if self.stats_asked.is_some() && fresh.inbox.send(ToWorker::Stats).is_ok() {

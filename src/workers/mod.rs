@@ -64,13 +64,15 @@ use coordinator::Coordinator;
 
 use crate::config::Config;
 use crate::event_loop::{
-    Acceptor, DoneCount, DrainReport, Exit, FromWorker, MAILBOX, Mailbox, Server, ToWorker,
+    Acceptor, DoneCount, DrainReport, Exit, FromWorker, MAILBOX, Mailbox, OpenCount, Server,
+    Sleeping, ToWorker,
 };
 use crate::fd_limit::fit_fd_limit;
 use crate::handler::Handler;
-use crate::listener;
+use crate::listener::{self, InstanceLock};
 use crate::signals;
 use crate::stats::Snapshot;
+use crate::sys;
 use crate::upgrade::UpgradePlan;
 
 // The coordinator's tokens: it has only these four sources.
@@ -90,7 +92,11 @@ struct Worker {
     handed: usize,
     /// Connections it is done with (written by the worker only).
     done: Arc<DoneCount>,
-    /// It has something new in its inbox: wake it once the batch is sent.
+    /// Set by the worker while it sleeps in its poll (`Sleeping`): only
+    /// then does it need a wake-up.
+    sleeping: Arc<Sleeping>,
+    /// It has something new in its inbox: wake it (if it sleeps) once the
+    /// batch is sent.
     to_wake: bool,
     /// Its loop is still running.
     running: bool,
@@ -101,7 +107,21 @@ struct Worker {
 
 /// Starts the worker for a place (an index), of a generation: the
 /// coordinator calls it to replace a worker that died.
-type Spawn = Box<dyn Fn(usize, usize) -> io::Result<Worker>>;
+/// With `--accept reuseport`, the listener of that place goes with it.
+type Spawn = Box<dyn Fn(usize, usize, Option<mio::net::TcpListener>) -> io::Result<Worker>>;
+
+/// How clients reach the workers (`--accept`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Accept {
+    /// One thread accepts every client and hands each to the least-loaded
+    /// worker: exact balance, one listener.
+    #[default]
+    Coordinator,
+    /// Each worker accepts from a listener of its own, all in one
+    /// `SO_REUSEPORT` group steered by the CPU that took the SYN: no
+    /// hand-over, balance left to the kernel.
+    Reuseport,
+}
 
 impl Worker {
     /// Connections it is serving now (or has still to take from its inbox).
@@ -113,7 +133,15 @@ impl Worker {
 /// N event loops behind one acceptor; see the file's header.
 pub struct Workers<F> {
     poll: Poll,
+    /// The coordinator's listener (none with `--accept reuseport`).
     acceptor: Acceptor,
+    /// `--accept reuseport`: one listener per worker, by index, and the
+    /// process's count of open connections, and the lock on the address.
+    group: Vec<mio::net::TcpListener>,
+    open: Option<Arc<OpenCount>>,
+    lock: Option<InstanceLock>,
+    /// `--pin-cpus`: worker `i` runs on the `i`-th of these CPUs (modulo).
+    pin: Option<Vec<usize>>,
     local_addr: SocketAddr,
     signals: Signals,
     config: Config,
@@ -141,6 +169,61 @@ where
         check(&config, count)?;
         let listener = listener::listen_on_first(addrs, config.backlog, config.send_buffer)?;
         Self::with_listener(listener, config, count, new_handler)
+    }
+
+    /// `--accept reuseport`: listens on the first of `addrs` that can be
+    /// bound with `count` listeners, one per worker, in one `SO_REUSEPORT`
+    /// group steered by CPU (`listener::listen_group`, which also explains
+    /// how a second instance is refused). Each worker accepts by itself,
+    /// under one process-wide cap; the coordinator thread keeps the
+    /// signals, the drain and replacing a worker that dies, and accepts
+    /// nothing.
+    pub fn bind_reuseport(
+        addrs: &[SocketAddr],
+        config: Config,
+        count: usize,
+        new_handler: F,
+    ) -> io::Result<Self> {
+        check(&config, count)?;
+        let mut last_err = io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on");
+        let mut bound = None;
+        for addr in addrs {
+            match listener::listen_group(*addr, config.backlog, config.send_buffer, count) {
+                Ok(group) => {
+                    bound = Some(group);
+                    break;
+                }
+                Err(e) => last_err = e,
+            }
+        }
+        let (group, lock) = bound.ok_or(last_err)?;
+        fit_fd_limit(config.max_connections, count);
+        let poll = Poll::new()?;
+        let local_addr = group[0].local_addr()?;
+        let signals = signals::listen(poll.registry(), SIGNALS)?;
+        Ok(Workers {
+            poll,
+            acceptor: Acceptor::new(None, config.max_connections),
+            group,
+            open: Some(Arc::default()),
+            lock: Some(lock),
+            pin: None,
+            local_addr,
+            signals,
+            config,
+            count,
+            new_handler: Arc::new(new_handler),
+            upgrade: None,
+        })
+    }
+
+    /// `--pin-cpus`: pins worker `i` to the `i`-th CPU this process may run
+    /// on (modulo their number), so that with `--accept reuseport` a
+    /// connection stays on the CPU that took its SYN, from SYN to close.
+    /// The coordinator thread is not pinned.
+    pub fn pin_cpus(&mut self) -> io::Result<()> {
+        self.pin = Some(sys::allowed_cpus()?);
+        Ok(())
     }
 
     /// Serves on `listener`, a socket that is already listening (one
@@ -175,6 +258,10 @@ where
         Ok(Workers {
             poll,
             acceptor,
+            group: Vec::new(),
+            open: None,
+            lock: None,
+            pin: None,
             local_addr,
             signals,
             config,
@@ -192,8 +279,14 @@ where
     /// Makes SIGUSR2 a live upgrade to `plan` (`upgrade.rs`), as
     /// [`Server::upgrade_with`]: the coordinator owns the listener, so it
     /// hands it over and then drains every worker.
+    ///
+    /// Not with `--accept reuseport` (there are N listeners, and the
+    /// upgrade passes one): the plan is dropped, and SIGUSR2 is logged and
+    /// ignored.
     pub fn upgrade_with(&mut self, plan: UpgradePlan) {
-        self.upgrade = Some(plan);
+        if self.open.is_none() {
+            self.upgrade = Some(plan);
+        }
     }
 
     /// Starts the workers and serves until a signal starts a drain and
@@ -203,6 +296,10 @@ where
         let Workers {
             poll,
             acceptor,
+            group,
+            open,
+            lock,
+            pin,
             local_addr,
             signals,
             config,
@@ -213,8 +310,16 @@ where
 
         let reports_waker = Arc::new(Waker::new(poll.registry(), REPORTS)?);
         let (outbox, reports) = mpsc::channel();
+        // Held until `run` returns: a second instance is refused till then.
+        let _lock = lock;
         let drain_timeout = config.drain_timeout;
-        let spawn: Spawn = Box::new(move |index, generation| {
+        let shared = open.clone();
+        let spawn: Spawn = Box::new(move |index, generation, listener| {
+            let cpu = pin
+                .as_ref()
+                .filter(|cpus| !cpus.is_empty())
+                .map(|cpus| cpus[index % cpus.len()]);
+            let own = listener.zip(shared.clone());
             spawn_worker(
                 index,
                 generation,
@@ -223,11 +328,13 @@ where
                 &new_handler,
                 &outbox,
                 &reports_waker,
+                (own, cpu),
             )
         });
         let mut workers = Vec::with_capacity(count);
+        let mut group = group.into_iter();
         for index in 0..count {
-            workers.push(spawn(index, 0)?);
+            workers.push(spawn(index, 0, group.next())?);
         }
         info!("{count} workers started");
         let mut coordinator = Coordinator::new(
@@ -239,6 +346,9 @@ where
             workers,
             spawn,
         );
+        if let Some(open) = open {
+            coordinator.count_open_in(open);
+        }
         if let Some(plan) = plan {
             coordinator.upgrade_with(plan);
         }
@@ -258,7 +368,10 @@ fn check(config: &Config, count: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Starts worker `index` on its own thread, with its own poll.
+/// Starts worker `index` on its own thread, with its own poll; with
+/// `--accept reuseport`, its own listener and the shared count of open
+/// connections; with `--pin-cpus`, on that CPU.
+#[allow(clippy::too_many_arguments)]
 fn spawn_worker<F, H>(
     index: usize,
     generation: usize,
@@ -267,6 +380,10 @@ fn spawn_worker<F, H>(
     new_handler: &Arc<F>,
     outbox: &Sender<FromWorker>,
     coordinator: &Arc<Waker>,
+    (own, cpu): (
+        Option<(mio::net::TcpListener, Arc<OpenCount>)>,
+        Option<usize>,
+    ),
 ) -> io::Result<Worker>
 where
     F: Fn(usize) -> H + Send + Sync + 'static,
@@ -276,12 +393,14 @@ where
     let waker = Arc::new(Waker::new(poll.registry(), MAILBOX)?);
     let (inbox_sender, inbox) = mpsc::channel();
     let done = Arc::new(DoneCount::default());
+    let sleeping = Arc::new(Sleeping::default());
     let mailbox = Mailbox {
         index,
         inbox,
         outbox: outbox.clone(),
         coordinator: coordinator.clone(),
         done: done.clone(),
+        sleeping: sleeping.clone(),
     };
     let config = config.clone();
     let new_handler = new_handler.clone();
@@ -294,6 +413,11 @@ where
     let thread = std::thread::Builder::new().name(name).spawn(move || {
         // Only the coordinator reads the signals.
         signals::keep_away_from_this_thread();
+        if let Some(cpu) = cpu
+            && let Err(e) = sys::pin_this_thread(cpu)
+        {
+            log::warn!("worker {index}: cannot pin to CPU {cpu}: {e}");
+        }
         let outbox = mailbox.outbox.clone();
         let coordinator = mailbox.coordinator.clone();
         // A panic must not take the process down with the connections of
@@ -301,7 +425,7 @@ where
         // for a panic while recovering from one; the coordinator must hear
         // of the end in any case.
         let exit = catch_unwind(AssertUnwindSafe(|| {
-            worker_main(index, poll, local_addr, config, &*new_handler, mailbox)
+            worker_main(index, poll, local_addr, config, &*new_handler, mailbox, own)
         }))
         .unwrap_or_else(|panic| Exit {
             report: DrainReport::default(),
@@ -311,6 +435,7 @@ where
                 panic_message(&*panic)
             )),
             inbox: None,
+            listener: None,
         });
         if outbox.send(FromWorker::Exited(index, exit)).is_ok() {
             let _ = coordinator.wake();
@@ -322,6 +447,7 @@ where
         waker,
         handed: 0,
         done,
+        sleeping,
         to_wake: false,
         running: true,
         ended: None,
@@ -344,6 +470,7 @@ fn worker_main<F, H>(
     config: Config,
     new_handler: &F,
     mailbox: Mailbox,
+    own: Option<(mio::net::TcpListener, Arc<OpenCount>)>,
 ) -> Exit
 where
     F: Fn(usize) -> H,
@@ -360,10 +487,22 @@ where
                     panic_message(&*panic)
                 )),
                 inbox: Some(mailbox.inbox),
+                listener: own.map(|(listener, _)| listener),
             };
         }
     };
-    let mut server = Server::worker(poll, local_addr, config, handler, mailbox);
+    let mut server = match Server::worker(poll, local_addr, config, handler, mailbox, own) {
+        Ok(server) => server,
+        Err(e) => {
+            return Exit {
+                report: DrainReport::default(),
+                snapshot: Snapshot::default(),
+                failure: Some(format!("cannot register its listener: {e}")),
+                inbox: None,
+                listener: None,
+            };
+        }
+    };
     let failure = match catch_unwind(AssertUnwindSafe(|| server.run_worker())) {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(format!("its event loop failed: {e}")),
