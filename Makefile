@@ -96,10 +96,6 @@ strace:  ## Trace the syscalls of a scripted client session -> $(TARGET_DIR)/str
 	$(CARGO) build --release --quiet
 	python3 scripts/strace_session.py $(TARGET_DIR)/release/reactor-echo $(TARGET_DIR)/strace.txt
 
-<<<<<<< HEAD
-doc:  ## Build the library docs, private items included, so every intra-doc link is checked (warnings are errors)
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items
-=======
 # make check-server: the server command ({addr} or {port} where it takes its
 # address, or it prints `listening on ADDR`) and the checker's flags
 # (CHECK_ARGS="--no-drain", "--only read-budget"): docs/tutorial/checklist.md.
@@ -110,9 +106,8 @@ check-server:  ## Check a line-echo server in any language against the edge-trig
 	$(CARGO) build --quiet -p reactor-echo -p reactor-echo-bench --bin reactor-echo --bin check_server --examples
 	$(TARGET_DIR)/debug/check_server $(CHECK_ARGS) -- '$(SERVER)'
 
-doc:  ## Build the library docs (warnings are errors)
-	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps
->>>>>>> h-checker
+doc:  ## Build the library docs, private items included, so every intra-doc link is checked (warnings are errors)
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items
 
 clean:  ## Remove build output
 	$(CARGO) clean
