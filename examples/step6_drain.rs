@@ -12,7 +12,8 @@
 //! (`--drain-timeout`, default 10 s like Go's `WaitWithTimeout`) cut off
 //! the rest and exit 3. Signals arrive as events: signal-hook's handler
 //! writes a byte to a socket pair, and the other end is registered with
-//! our `Poll`.
+//! our `Poll`. A read budget (`READS_PER_TURN`) keeps one busy client from
+//! starving the others, the signal among them.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -31,6 +32,8 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 const MAX_LINE: usize = 64 * 1024;
 const HIGH_WATER: usize = 64 * 1024;
 const LOW_WATER: usize = 16 * 1024;
+/// At most this many reads per `read_lines` call, as in the real server.
+const READS_PER_TURN: usize = 16;
 
 struct Conn {
     stream: TcpStream,
@@ -43,6 +46,9 @@ struct Conn {
     closing: bool,
     /// shutdown(Write) done: the FIN follows the last byte of output.
     fin_sent: bool,
+    /// `read_lines` stopped on its budget, not on WouldBlock: input may be
+    /// left that no edge will announce, so the loop reads it again itself.
+    budget_spent: bool,
 }
 
 fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -66,10 +72,17 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut conns: Slab<Conn> = Slab::new();
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 64 * 1024];
+    // The connections that spent their read budget, to be read again.
+    let mut resume: Vec<usize> = Vec::new();
 
     loop {
-        // Draining: wake up at the deadline even if nothing happens.
-        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        // Draining: wake up at the deadline even if nothing happens. With
+        // connections to read again, do not sleep at all.
+        let timeout = if resume.is_empty() {
+            deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        } else {
+            Some(Duration::ZERO)
+        };
         if let Err(e) = poll.poll(&mut events, timeout) {
             // A signal arriving while we sleep interrupts epoll_wait (EINTR);
             // its byte is waiting for us as an event on SIGNALS.
@@ -98,6 +111,7 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
                                             eof: false,
                                             closing: false,
                                             fin_sent: false,
+                                            budget_spent: false,
                                         });
                                     }
                                     Err(e) => eprintln!("register: {e}"),
@@ -141,10 +155,29 @@ fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
                     let Some(conn) = conns.get_mut(token.0) else {
                         continue;
                     };
-                    if !matches!(on_event(conn, event, &mut buf), Ok(true)) {
-                        conns.remove(token.0);
+                    match on_event(conn, event, &mut buf) {
+                        Ok(true) if conn.budget_spent => resume.push(token.0),
+                        Ok(true) => {}
+                        _ => drop(conns.remove(token.0)),
                     }
                 }
+            }
+        }
+        // After every other event of this turn, read again the connections
+        // that spent their budget. One queued last turn may have spent it
+        // again on an event of this turn: read it once.
+        let mut again = std::mem::take(&mut resume);
+        again.sort_unstable();
+        again.dedup();
+        for key in again {
+            let Some(conn) = conns.get_mut(key) else {
+                continue;
+            };
+            conn.budget_spent = false;
+            match serve(conn, true, &mut buf) {
+                Ok(true) if conn.budget_spent => resume.push(key),
+                Ok(true) => {}
+                _ => drop(conns.remove(key)),
             }
         }
         if let Some(deadline) = deadline {
@@ -171,10 +204,16 @@ fn on_event(conn: &mut Conn, event: &Event, buf: &mut [u8]) -> io::Result<bool> 
     if event.is_writable() {
         conn.writable = true;
     }
+    serve(conn, event.is_readable(), buf)
+}
+
+/// Reads (if `readable`: an event said so, or the read budget ran out),
+/// writes, resumes; returns `Ok(false)` once the connection is done.
+fn serve(conn: &mut Conn, readable: bool, buf: &mut [u8]) -> io::Result<bool> {
     if conn.closing {
         return close_progress(conn, buf).map(|done| !done);
     }
-    if event.is_readable() {
+    if readable {
         read_lines(conn, buf)?;
     }
     write_out(conn)?;
@@ -209,9 +248,16 @@ fn close_progress(conn: &mut Conn, buf: &mut [u8]) -> io::Result<bool> {
     Ok(conn.fin_sent && conn.eof)
 }
 
-/// Step 5's reading: until WouldBlock, EOF or backpressure.
+/// Step 5's reading: until WouldBlock, EOF or backpressure, but at most
+/// `READS_PER_TURN` reads.
 fn read_lines(conn: &mut Conn, buf: &mut [u8]) -> io::Result<()> {
+    let mut reads = 0;
     while !conn.paused && !conn.eof {
+        if reads == READS_PER_TURN {
+            conn.budget_spent = true; // the loop reads it again, after the others
+            break;
+        }
+        reads += 1;
         let n = match conn.stream.read(buf) {
             Ok(0) => {
                 conn.eof = true;
