@@ -411,6 +411,52 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// What the relay holds for this pair, for the judge of a client that
+    /// went wrong: each pipe and each socket's flags.
+    fn describe(&self, now: Instant) -> String {
+        let side = |s: &Side| {
+            format!(
+                "readable {} writable {}{}{}{}",
+                s.readable,
+                s.writable,
+                if s.eof { ", EOF read" } else { "" },
+                if s.shut { ", FIN passed on" } else { "" },
+                if s.dead { ", dead" } else { "" }
+            )
+        };
+        let pipe = |p: &Pipe| {
+            format!(
+                "{} B held (read {}, written {}, due {}, next due in {:?}){}",
+                p.data.len(),
+                p.read,
+                p.written,
+                p.due,
+                p.holds
+                    .front()
+                    .map(|&(_, at)| at.saturating_duration_since(now)),
+                if p.data.len() >= PIPE_CAP {
+                    ", full: not reading"
+                } else {
+                    ""
+                }
+            )
+        };
+        format!(
+            "relay: {}; down pipe {}; up pipe {}; client side {}; server side {}",
+            self.style_names(),
+            pipe(&self.down),
+            pipe(&self.up),
+            side(&self.client),
+            side(&self.server)
+        )
+    }
+
+    fn style_names(&self) -> String {
+        format!("down {:?}, up {:?}", self.down.style, self.up.style)
+    }
+}
+
 /// The random choices of the relay's next pair: its own generator, and
 /// whether its connection to the server gets a small `SO_RCVBUF`.
 fn pair_choice(seed: u64, rng: &mut Rng) -> (Rng, bool) {
@@ -559,6 +605,18 @@ fn run(
             }
         }
         let now = Instant::now();
+        let asks = watch.relay_questions();
+        for client in asks {
+            let pair = pairs
+                .iter()
+                .flatten()
+                .find(|p| p.client.stream.peer_addr().ok() == Some(client));
+            let answer = pair.map_or_else(
+                || "relay: no pair for it (closed)".to_string(),
+                |p| p.describe(now),
+            );
+            watch.relay_answer(client, answer);
+        }
         wake = None;
         for (slot, entry) in pairs.iter_mut().enumerate() {
             let Some(pair) = entry else { continue };
