@@ -1022,22 +1022,7 @@ impl Client {
     /// How much of `from..to` the soak kept this client from reading: its
     /// loop's late turns and its read stalls, overlaps counted once.
     fn lost_between(&self, from: Instant, to: Instant) -> Duration {
-        let mut spans: Vec<(Instant, Instant)> = self
-            .lost
-            .iter()
-            .map(|&(a, b)| (a.max(from), b.min(to)))
-            .filter(|(a, b)| a < b)
-            .collect();
-        spans.sort();
-        let (mut total, mut reach) = (Duration::ZERO, from);
-        for (a, b) in spans {
-            let a = a.max(reach);
-            if b > a {
-                total += b - a;
-                reach = b;
-            }
-        }
-        total
+        time_within(&self.lost, from, to)
     }
 
     /// What the client saw of its own side: its pace, what it read in
@@ -1395,6 +1380,25 @@ impl Client {
     }
 }
 
+/// How much of `from..to` the `spans` cover, overlaps counted once.
+fn time_within(spans: &[(Instant, Instant)], from: Instant, to: Instant) -> Duration {
+    let mut spans: Vec<(Instant, Instant)> = spans
+        .iter()
+        .map(|&(a, b)| (a.max(from), b.min(to)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    spans.sort();
+    let (mut total, mut reach) = (Duration::ZERO, from);
+    for (a, b) in spans {
+        let a = a.max(reach);
+        if b > a {
+            total += b - a;
+            reach = b;
+        }
+    }
+    total
+}
+
 /// Runs every client until SIGTERM (`shared.term`) and the end of the
 /// drain; returns the tally. Stops by itself: no new client after SIGTERM,
 /// and each one left is judged hung after `plan.patience_after_term`.
@@ -1533,5 +1537,71 @@ pub fn run(plan: &Plan, shared: &Arc<Shared>, watch: &Watch) -> io::Result<Tally
                 c.writable |= event.is_writable() || event.is_write_closed() || event.is_error();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A slow reader whose loop turns come late still reads at its pace:
+    /// with 100 ms turns, a reader of 512 B every 10 ms takes 5120 B a
+    /// turn. It used to take one chunk a turn, 512 B: a tenth of its pace,
+    /// and under a loaded machine's longer turns less still, so that it
+    /// missed the server's close deadline (and its own echo patience).
+    #[test]
+    fn a_late_slow_reader_keeps_its_pace() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(512, 10 * MS, t0);
+        let mut read = 0;
+        for turn in 1..=50u32 {
+            let now = t0 + 100 * MS * turn;
+            let n = pace.allowance(now);
+            read += n;
+            pace.read(now, n, false);
+        }
+        // 5 s at 51.2 KB/s, give or take a chunk.
+        assert!(
+            (read as i64 - 256_000).abs() <= 512 * 11,
+            "read {read} B in 5 s"
+        );
+        assert!((pace.rate() - 51_200.0).abs() < 1.0);
+        // Not due yet: nothing; a turn 10 ms later: one chunk.
+        let now = t0 + 5000 * MS;
+        assert_eq!(pace.allowance(now), 0);
+        assert_eq!(pace.allowance(now + 10 * MS), 512);
+    }
+
+    /// Nothing waiting: no credit saved up, so a reader that was ahead
+    /// does not swallow what comes next at once; and a stall of the
+    /// loop is made up for one second at most.
+    #[test]
+    fn a_slow_reader_saves_no_credit_and_catches_up_a_second_at_most() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(1000, 10 * MS, t0);
+        pace.read(t0, 0, true);
+        assert_eq!(pace.allowance(t0 + 10 * MS), 1000);
+        let later = t0 + 4000 * MS;
+        assert_eq!(pace.allowance(later), 101 * 1000);
+        pace.read(later, 101 * 1000, false);
+        assert_eq!(pace.allowance(later), 0);
+        assert_eq!(pace.allowance(later + 10 * MS), 1000);
+    }
+
+    #[test]
+    fn lost_time_counts_overlaps_once_and_only_inside_the_window() {
+        let t0 = Instant::now();
+        let at = |ms: u32| t0 + MS * ms;
+        // A 3 s read stall, a 4 s loop turn inside and past it, a 200 ms one.
+        let spans = [
+            (at(1000), at(4000)),
+            (at(3000), at(7000)),
+            (at(9000), at(9200)),
+        ];
+        assert_eq!(time_within(&spans, at(0), at(10_000)), 6200 * MS);
+        assert_eq!(time_within(&spans, at(5000), at(10_000)), 2200 * MS);
+        assert_eq!(time_within(&spans, at(7000), at(9000)), Duration::ZERO);
     }
 }
