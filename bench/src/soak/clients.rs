@@ -66,8 +66,9 @@ const SERVER_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// with a stall 10.7: the soak could break the deadline by itself.)
 const SLOW_CHUNK: (usize, usize) = (512, 4096);
 /// A client's turns further apart than this: the soak's own loop kept it
-/// from reading (its turns are 10 ms apart at most when it keeps up).
-const LAG_TOLERANCE: Duration = Duration::from_millis(100);
+/// from reading (its turns are 10 ms apart at most when it keeps up). The
+/// relay's own late turns are counted with the same tolerance.
+pub const LAG_TOLERANCE: Duration = Duration::from_millis(100);
 /// The most of a late slow reader's missed reads that one turn makes up.
 const MAX_CATCH_UP: Duration = Duration::from_secs(1);
 
@@ -560,6 +561,7 @@ impl Client {
         now: Instant,
         lag: Duration,
         shared: &Shared,
+        watch: &Watch,
         scratch: &mut [u8],
         tally: &mut Tally,
     ) -> Option<Instant> {
@@ -656,7 +658,7 @@ impl Client {
             // Its patience counts the time the client was served: what
             // the soak's own loop or a read stall took from it is added.
             let since = until - ECHO_PATIENCE;
-            if now >= until + self.lost_between(since, now) && term.is_none() {
+            if now >= until + self.lost_between(watch, since, now) && term.is_none() {
                 self.outcome.echo_timeout = true;
                 self.finish();
                 return None;
@@ -1021,13 +1023,23 @@ impl Client {
 
     /// How much of `from..to` the soak kept this client from reading: its
     /// loop's late turns and its read stalls, overlaps counted once.
-    fn lost_between(&self, from: Instant, to: Instant) -> Duration {
-        time_within(&self.lost, from, to)
+    ///
+    /// Through the relay, the relay's own late turns count too: it runs
+    /// in the soak's process, and what it does not move the client cannot
+    /// read.
+    fn lost_between(&self, watch: &Watch, from: Instant, to: Instant) -> Duration {
+        if self.via_relay {
+            let mut spans = watch.relay_lag(from, to);
+            spans.extend_from_slice(&self.lost);
+            time_within(&spans, from, to)
+        } else {
+            time_within(&self.lost, from, to)
+        }
     }
 
     /// What the client saw of its own side: its pace, what it read in
     /// the last 10 s, the time the soak took from it.
-    fn own_side(&self, at: Instant) -> String {
+    fn own_side(&self, watch: &Watch, at: Instant) -> String {
         let from = at.checked_sub(SERVER_CLOSE_TIMEOUT).unwrap_or(at);
         let read: u64 = self
             .reads
@@ -1053,7 +1065,7 @@ impl Client {
                     p.rate() / 1e3
                 )
             ),
-            self.lost_between(from, at).as_secs_f64(),
+            self.lost_between(watch, from, at).as_secs_f64(),
             longest.as_secs_f64(),
         )
     }
@@ -1248,8 +1260,8 @@ impl Client {
                 "echo missing",
                 format!(
                     "{who}: its last echoes did not come within {ECHO_PATIENCE:?} (plus the {:.1} s the soak took from it); {}; {}",
-                    self.lost_between(at - ECHO_PATIENCE * 2, at).as_secs_f64(),
-                    self.own_side(at),
+                    self.lost_between(watch, at - ECHO_PATIENCE * 2, at).as_secs_f64(),
+                    self.own_side(watch, at),
                     self.path_state(plan, watch)
                 ),
             );
@@ -1353,14 +1365,14 @@ impl Client {
                 || "the server's log names no close-deadline cut-off of it".to_string(),
                 |l| format!("the server: {l}")
             ),
-            self.own_side(at)
+            self.own_side(watch, at)
         );
         if let (Some(_), Some((written, owed))) = (&server_says, self.overlong_written) {
             let from = at
                 .checked_sub(SERVER_CLOSE_TIMEOUT)
                 .unwrap_or(at)
                 .max(written);
-            let served = (at - from).saturating_sub(self.lost_between(from, at));
+            let served = (at - from).saturating_sub(self.lost_between(watch, from, at));
             // A reader that reads all there is needs no time to speak of.
             let rate = self.pace.map_or(100e6, |p| p.rate());
             let needed = Duration::from_secs_f64(owed as f64 / rate);
@@ -1482,7 +1494,7 @@ pub fn run(plan: &Plan, shared: &Arc<Shared>, watch: &Watch) -> io::Result<Tally
         for (slot, entry) in clients.iter_mut().enumerate() {
             let Some(c) = entry else { continue };
             if c.stage != Stage::Done
-                && let Some(t) = c.progress(now, lag, shared, &mut scratch, &mut tally)
+                && let Some(t) = c.progress(now, lag, shared, watch, &mut scratch, &mut tally)
             {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
             }

@@ -326,6 +326,9 @@ struct Seen {
     /// describe, and the relay's answers (`Watch::ask_relay`).
     relay_asks: Vec<SocketAddr>,
     relay_answers: HashMap<SocketAddr, String>,
+    /// The relay's late turns, (from, until): it runs in the soak's
+    /// process, and while it is late, no relayed client gets a byte.
+    relay_lag: Vec<(Instant, Instant)>,
 }
 
 /// The soak's sampler: every [`SAMPLE_EVERY`], the `TCP_INFO` of every
@@ -436,6 +439,21 @@ impl Watch {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The relay's turns came `from` and `until`, too far apart.
+    pub fn relay_late(&self, from: Instant, until: Instant) {
+        self.seen().relay_lag.push((from, until));
+    }
+
+    /// The relay's late turns that overlap `from..to`.
+    pub fn relay_lag(&self, from: Instant, to: Instant) -> Vec<(Instant, Instant)> {
+        self.seen()
+            .relay_lag
+            .iter()
+            .filter(|&&(a, b)| b > from && a < to)
+            .copied()
+            .collect()
     }
 
     /// For the relay, once a turn: the clients it is asked about.
