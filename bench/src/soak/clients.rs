@@ -69,6 +69,15 @@ const SLOW_CHUNK: (usize, usize) = (512, 4096);
 /// from reading (its turns are 10 ms apart at most when it keeps up). The
 /// relay's own late turns are counted with the same tolerance.
 pub const LAG_TOLERANCE: Duration = Duration::from_millis(100);
+/// What a reader that reads all there is takes at the least, through the
+/// relay too, on a loop that keeps up (it takes tens of MB/s): for the
+/// judge of a reset at the server's close deadline.
+const FAST_READER_RATE: f64 = 1e6;
+/// Turns under `LAG_TOLERANCE` apart count as served time, but on a loaded
+/// machine they come slower than on an idle one: the judge of a reset at
+/// the close deadline asks the soak to have left a client this much more
+/// than it needed at its pace.
+const SERVED_MARGIN: Duration = Duration::from_secs(1);
 /// The most of a late slow reader's missed reads that one turn makes up.
 const MAX_CATCH_UP: Duration = Duration::from_secs(1);
 
@@ -1347,8 +1356,9 @@ impl Client {
     /// server cut the client off at its close deadline (its log says so)
     /// after its over-long line, and the client, at its own pace, could
     /// not have read what it was owed in the time the soak left it (10 s
-    /// less what its loop's late turns and read stalls took). Any other
-    /// RST is a violation, named with the server's line and the path.
+    /// less what its loop's and the relay's late turns and its read stalls
+    /// took), with [`SERVED_MARGIN`] to spare. Any other RST is a
+    /// violation, named with the server's line and the client's side.
     fn judge_reset(&self, who: &str, e: &io::Error, plan: &Plan, watch: &Watch, tally: &mut Tally) {
         let at = self.done_at.unwrap_or_else(Instant::now);
         let mut peers = vec![];
@@ -1373,10 +1383,9 @@ impl Client {
                 .unwrap_or(at)
                 .max(written);
             let served = (at - from).saturating_sub(self.lost_between(watch, from, at));
-            // A reader that reads all there is needs no time to speak of.
-            let rate = self.pace.map_or(100e6, |p| p.rate());
+            let rate = self.pace.map_or(FAST_READER_RATE, |p| p.rate());
             let needed = Duration::from_secs_f64(owed as f64 / rate);
-            if served < needed {
+            if served < needed + SERVED_MARGIN {
                 tally.lagged_resets += 1;
                 if tally.lagged_examples.len() < 6 {
                     tally.lagged_examples.push(format!(

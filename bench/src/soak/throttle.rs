@@ -532,6 +532,10 @@ pub fn describe(s: &Spell) -> String {
 pub struct CutOffs {
     pub count: Option<u64>,
     pub named: Vec<SocketAddr>,
+    /// The drain has started ("draining" logged): from then on, a
+    /// connection cut off at its own close deadline counts in the drain's
+    /// summary too, so it is named here as well.
+    pub draining: bool,
 }
 
 impl CutOffs {
@@ -551,9 +555,13 @@ impl CutOffs {
             }
             return;
         }
+        if line.contains(": draining ") {
+            self.draining = true;
+        }
         // "#17 from 127.0.0.1:40112 cut off: closing (drain), ..."; a cut-off
-        // at a connection's own close deadline is not the drain's.
-        if line.contains(AT_CLOSE_DEADLINE) {
+        // at a connection's own close deadline is the drain's only if it
+        // came during the drain (the server's summary counts it then).
+        if line.contains(AT_CLOSE_DEADLINE) && !self.draining {
             return;
         }
         if let Some(from) = line.find(" from ")
@@ -933,15 +941,22 @@ mod tests {
             deadline.find(&["127.0.0.1:40114".parse().unwrap()], Duration::ZERO),
             Some("cut off at its close deadline (10s): closing (frame too long, FIN sent), 0 bytes unsent, 7 sent but not acknowledged".to_string())
         );
-        c.read_line("x INFO drain incomplete: 10 connections closed cleanly, 2 cut off, 1 failed");
+        // During the drain, one is counted in the drain's summary.
+        c.read_line(
+            "x INFO SIGTERM: draining 12 connections (deadline 10s); send it again to exit at once",
+        );
+        c.read_line("x INFO #6 from 127.0.0.1:40115 cut off at its close deadline (10s): closing (frame too long, FIN sent), 0 bytes unsent, 9 sent but not acknowledged");
+        c.read_line("x INFO drain incomplete: 10 connections closed cleanly, 3 cut off, 1 failed");
         assert_eq!(
             c,
             CutOffs {
-                count: Some(2),
+                count: Some(3),
                 named: vec![
                     "127.0.0.1:40112".parse().unwrap(),
-                    "127.0.0.1:40113".parse().unwrap()
+                    "127.0.0.1:40113".parse().unwrap(),
+                    "127.0.0.1:40115".parse().unwrap()
                 ],
+                draining: true,
             }
         );
     }
