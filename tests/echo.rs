@@ -169,6 +169,72 @@ fn client_still_sending_an_oversized_line_gets_every_echo_and_eof() {
 }
 
 #[test]
+fn a_closing_client_that_does_not_read_is_reset_at_the_close_deadline_and_named() {
+    // An over-long line closes the connection, and the server still owes
+    // the echoes of the lines before it; the client does not read them
+    // (its 4 KiB receive buffer, set before connect, and the server's
+    // 32 KiB send buffer keep most of them in the server). After the close
+    // deadline (10 s) the server gives up on it: an RST, since a FIN would
+    // say the echo was complete, and a line at info that names the peer
+    // with what it was still owed, as a drain's cut-off does. (A soak
+    // client reset this way was once a mystery: the line was at debug.)
+    let server = Server::start(&["--max-frame", "1024", "--send-buffer", "32768"]);
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let mut c: std::net::TcpStream = socket.into();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    // 80 KB of echoes: more than the kernel holds on the way, less than
+    // the output over which the server would stop reading before it saw
+    // the over-long line.
+    let lines: Vec<u8> = (0..80_000 / 100)
+        .flat_map(|k| test_line(5, k, 100))
+        .collect();
+    let mut msg = lines.clone();
+    msg.extend(vec![b'z'; 1025]);
+    c.write_all(&msg).unwrap();
+    let peer = c.local_addr().unwrap();
+    let named =
+        format!(" from {peer} cut off at its close deadline (10s): closing (frame too long");
+    let started = std::time::Instant::now();
+    assert!(
+        server.wait_for_log(&named, PATIENCE),
+        "no close-deadline line for {peer}: {}",
+        server.log()
+    );
+    assert!(started.elapsed() >= Duration::from_secs(9), "cut off early");
+    let log = server.log();
+    let line = log.lines().find(|l| l.contains(&named)).unwrap();
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(line.contains(" bytes unsent, "), "{line}");
+    assert!(
+        line.contains(" sent but not acknowledged; TCP_INFO: "),
+        "{line}"
+    );
+    let unsent: usize = line
+        .split(", ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(unsent > 0, "{line}");
+    // The client sees an RST, not a FIN, and not all of its echoes.
+    let (got, end) = read_until_end(&mut c);
+    assert_eq!(
+        end,
+        End::Reset,
+        "after {} of {} bytes",
+        got.len(),
+        lines.len()
+    );
+    assert!(got.len() < lines.len());
+    assert!(lines.starts_with(&got), "the echo it got is wrong");
+}
+
+#[test]
 fn line_exactly_at_max_frame_is_echoed_one_more_byte_is_not() {
     let server = Server::start(&["--max-frame", "100"]);
     let mut c = server.connect();

@@ -12,7 +12,7 @@ use std::io;
 use std::net::Shutdown;
 use std::time::Duration;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 use mio::net::TcpStream;
 
 use super::{CLOSE_TIMEOUT, Server};
@@ -115,6 +115,30 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Says, at `info`, that `id` is being cut off, and how far it had
+    /// got: its peer, its state, the bytes still queued here, the bytes in
+    /// the kernel not yet acknowledged, and the send window and MSS from
+    /// `TCP_INFO`, so an operator can tell a client that stopped reading
+    /// from one that was merely slow. `when` follows "cut off": empty for
+    /// the drain's deadline, or which deadline it was. The one place this
+    /// line is written: the drain and a close deadline both call it.
+    pub(super) fn log_cut_off(&mut self, id: ConnId, when: &str) {
+        let Some(conn) = self.conn_mut(id) else {
+            return;
+        };
+        let peer = conn
+            .stream
+            .peer_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let unacked = sys::unacked_bytes(&conn.stream).unwrap_or(0);
+        info!(
+            "{id} from {peer} cut off{when}: {}, {} bytes unsent, {unacked} sent but not acknowledged{}",
+            conn.state,
+            conn.output.len(),
+            tcp_send_state(&conn.stream)
+        );
+    }
+
     /// Removes `id` and closes its socket. One cut off with output still
     /// undelivered is reset (see `abort`); every other one gets a FIN. Dropping the stream closes the
     /// fd, which also takes it out of the epoll set: no `epoll_ctl` needed.
@@ -185,5 +209,65 @@ impl<H: Handler> Server<H> {
         if n > 0 {
             warn!("reset the {n} connections this worker held: it can no longer serve them");
         }
+    }
+}
+
+/// The end of a cut-off connection's log line: the peer's receive window
+/// and our MSS from `TCP_INFO`, and what they mean when the window is the
+/// reason the output could not be delivered. A window of 0 is a peer that
+/// stopped reading. A window above 0 but below the MSS is a peer that
+/// reads, yet whose kernel offers less than one full segment: the sender
+/// then waits for the persist timer (about 200 ms) before each segment,
+/// a few KiB/s (a receiver that set a small `SO_RCVBUF` before connecting
+/// can end up there; see `docs/shutdown.md`).
+fn tcp_send_state(stream: &mio::net::TcpStream) -> String {
+    sys::send_state(stream).map_or_else(|_| String::new(), |state| describe_send_state(&state))
+}
+
+fn describe_send_state(state: &sys::SendState) -> String {
+    let mss = state.mss;
+    let in_flight = state.unacked_segments;
+    match state.window {
+        None => format!("; TCP_INFO: MSS {mss} B, {in_flight} segments in flight"),
+        Some(0) => format!(
+            "; TCP_INFO: send window 0 B, MSS {mss} B, {in_flight} segments in flight: \
+             the peer is not reading"
+        ),
+        Some(window) if window < mss => format!(
+            "; TCP_INFO: send window {window} B, MSS {mss} B, {in_flight} segments in flight: \
+             the window is below the MSS, so each segment waits for the persist timer"
+        ),
+        Some(window) => format!(
+            "; TCP_INFO: send window {window} B, MSS {mss} B, {in_flight} segments in flight"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cut_off_line_names_a_shut_window_and_one_below_the_mss() {
+        let state = |window, mss| sys::SendState {
+            window,
+            mss,
+            unacked_segments: 1,
+        };
+        // The throttled state of docs/reliability.md: 1952 offered, 2048 MSS.
+        assert_eq!(
+            describe_send_state(&state(Some(1952), 2048)),
+            "; TCP_INFO: send window 1952 B, MSS 2048 B, 1 segments in flight: \
+             the window is below the MSS, so each segment waits for the persist timer"
+        );
+        assert!(describe_send_state(&state(Some(0), 2048)).ends_with(": the peer is not reading"));
+        assert_eq!(
+            describe_send_state(&state(Some(65536), 2048)),
+            "; TCP_INFO: send window 65536 B, MSS 2048 B, 1 segments in flight"
+        );
+        assert_eq!(
+            describe_send_state(&state(None, 2048)),
+            "; TCP_INFO: MSS 2048 B, 1 segments in flight"
+        );
     }
 }

@@ -18,7 +18,6 @@ use super::close::Ending;
 use crate::connection::{CloseReason, ConnId};
 use crate::handler::Handler;
 use crate::signals::{self, Order};
-use crate::sys;
 use crate::upgrade::Step;
 
 /// Connections named in the log when a drain cuts them off; the rest are
@@ -204,20 +203,8 @@ impl<H: Handler> Server<H> {
             // Who was given up on, and how far each had got: the first few
             // by name, so an operator can tell a client that stopped
             // reading from one that was merely slow.
-            if n < CUT_OFF_NAMED
-                && let Some(conn) = self.conn_mut(id)
-            {
-                let peer = conn
-                    .stream
-                    .peer_addr()
-                    .map_or_else(|_| "?".to_string(), |a| a.to_string());
-                let unacked = sys::unacked_bytes(&conn.stream).unwrap_or(0);
-                info!(
-                    "{id} from {peer} cut off: {}, {} bytes unsent, {unacked} sent but not acknowledged{}",
-                    conn.state,
-                    conn.output.len(),
-                    tcp_send_state(&conn.stream)
-                );
+            if n < CUT_OFF_NAMED {
+                self.log_cut_off(id, "");
             }
             self.destroy(id, Ending::CutOff);
         }
@@ -234,65 +221,5 @@ impl<H: Handler> Server<H> {
         } else {
             Level::Info
         }
-    }
-}
-
-/// The end of a cut-off connection's log line: the peer's receive window
-/// and our MSS from `TCP_INFO`, and what they mean when the window is the
-/// reason the output could not be delivered. A window of 0 is a peer that
-/// stopped reading. A window above 0 but below the MSS is a peer that
-/// reads, yet whose kernel offers less than one full segment: the sender
-/// then waits for the persist timer (about 200 ms) before each segment,
-/// a few KiB/s (a receiver that set a small `SO_RCVBUF` before connecting
-/// can end up there; see `docs/shutdown.md`).
-fn tcp_send_state(stream: &mio::net::TcpStream) -> String {
-    sys::send_state(stream).map_or_else(|_| String::new(), |state| describe_send_state(&state))
-}
-
-fn describe_send_state(state: &sys::SendState) -> String {
-    let mss = state.mss;
-    let in_flight = state.unacked_segments;
-    match state.window {
-        None => format!("; TCP_INFO: MSS {mss} B, {in_flight} segments in flight"),
-        Some(0) => format!(
-            "; TCP_INFO: send window 0 B, MSS {mss} B, {in_flight} segments in flight: \
-             the peer is not reading"
-        ),
-        Some(window) if window < mss => format!(
-            "; TCP_INFO: send window {window} B, MSS {mss} B, {in_flight} segments in flight: \
-             the window is below the MSS, so each segment waits for the persist timer"
-        ),
-        Some(window) => format!(
-            "; TCP_INFO: send window {window} B, MSS {mss} B, {in_flight} segments in flight"
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cut_off_line_names_a_shut_window_and_one_below_the_mss() {
-        let state = |window, mss| sys::SendState {
-            window,
-            mss,
-            unacked_segments: 1,
-        };
-        // The throttled state of docs/reliability.md: 1952 offered, 2048 MSS.
-        assert_eq!(
-            describe_send_state(&state(Some(1952), 2048)),
-            "; TCP_INFO: send window 1952 B, MSS 2048 B, 1 segments in flight: \
-             the window is below the MSS, so each segment waits for the persist timer"
-        );
-        assert!(describe_send_state(&state(Some(0), 2048)).ends_with(": the peer is not reading"));
-        assert_eq!(
-            describe_send_state(&state(Some(65536), 2048)),
-            "; TCP_INFO: send window 65536 B, MSS 2048 B, 1 segments in flight"
-        );
-        assert_eq!(
-            describe_send_state(&state(None, 2048)),
-            "; TCP_INFO: MSS 2048 B, 1 segments in flight"
-        );
     }
 }

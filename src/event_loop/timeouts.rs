@@ -28,7 +28,9 @@ impl<H: Handler> Server<H> {
                 Timer::Idle(id) => server.idle_check(id),
                 Timer::CloseDeadline(id) => {
                     if server.conn_mut(id).is_some() {
-                        debug!("{id} did not finish closing in {CLOSE_TIMEOUT:?}");
+                        // A production server says when it resets a client.
+                        let when = format!(" at its close deadline ({CLOSE_TIMEOUT:?})");
+                        server.log_cut_off(id, &when);
                         server.destroy(id, Ending::CutOff);
                     }
                 }

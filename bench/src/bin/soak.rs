@@ -184,6 +184,8 @@ struct Log {
     panics: u64,
     /// The connections the drain cut off, as the log names them.
     cut: throttle::CutOffs,
+    /// The connections cut off at their close deadline, outside the drain.
+    deadline: Arc<throttle::DeadlineCutOffs>,
 }
 
 struct Server {
@@ -233,6 +235,7 @@ impl Server {
                     log.errors += line.contains(" ERROR ") as u64;
                     log.panics += line.contains("panicked") as u64;
                     log.cut.read_line(&line);
+                    log.deadline.read_line(&line);
                     if log.tail.len() == 40 {
                         log.tail.pop_front();
                     }
@@ -392,6 +395,13 @@ fn run(a: &Args) -> Result<bool, String> {
         idlers: a.idlers,
         max_frame: a.max_frame,
         patience_after_term: Duration::from_secs(a.drain_timeout + 5),
+        cut_offs: Arc::clone(
+            &server
+                .log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .deadline,
+        ),
     };
     let shared = Arc::new(Shared::default());
     let clients = {
@@ -716,6 +726,14 @@ fn report(
         ),
     );
     row(
+        "cut off at a close deadline",
+        format!(
+            "{} by the server's log (an over-long line's echoes not taken in 10 s); of their clients, {} could not have read their due at their pace in the time the soak's own loop left them",
+            log.deadline.count(),
+            t.lagged_resets
+        ),
+    );
+    row(
         "violations",
         if t.violations.is_empty() {
             "0".into()
@@ -806,6 +824,14 @@ fn report(
             "\nclients late because the kernel throttled their connection (the sender's TCP_INFO):"
         );
         for e in &t.throttled_examples {
+            println!("  {e}");
+        }
+    }
+    if !t.lagged_examples.is_empty() {
+        println!(
+            "\nclients reset at the server's close deadline because the soak's own loop kept them from reading:"
+        );
+        for e in &t.lagged_examples {
             println!("  {e}");
         }
     }

@@ -51,6 +51,84 @@ const CONNECT_STALL: Duration = Duration::from_millis(900);
 /// well-behaved client can be owed a clean end.
 const STALL_CAP_AFTER_TERM: Duration = Duration::from_millis(1500);
 const SLOW_CAP_AFTER_TERM: Duration = Duration::from_millis(1000);
+/// The server's promise to a connection it closes itself (after an
+/// over-long line): it delivers what it owes and closes within this, or
+/// gives up and resets it (reactor-echo's `CLOSE_TIMEOUT`; its log names
+/// each one it resets so: `throttle::AT_CLOSE_DEADLINE`).
+const SERVER_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A slow reader reads `chunk` bytes (this range) every 1 to 10 ms, at
+/// least 51.2 KB/s. What the server can owe a client when it starts to
+/// close it is its output queue (64 KiB high-water mark plus one read's
+/// replies, 64 KiB) and its send buffer (the soak's 32 KiB, doubled): 192
+/// KiB, read in under 4 s at the slowest pace. With a read stall of up to
+/// 3 s before it, that is 7 s of the server's 10: the rest is the slack
+/// for the soak's own loop. (At 256 bytes, 25.6 KB/s, it took 7.7 s, and
+/// with a stall 10.7: the soak could break the deadline by itself.)
+const SLOW_CHUNK: (usize, usize) = (512, 4096);
+/// A client's turns further apart than this: the soak's own loop kept it
+/// from reading (its turns are 10 ms apart at most when it keeps up). The
+/// relay's own late turns are counted with the same tolerance.
+pub const LAG_TOLERANCE: Duration = Duration::from_millis(100);
+/// What a reader that reads all there is takes at the least, through the
+/// relay too, on a loop that keeps up (it takes tens of MB/s): for the
+/// judge of a reset at the server's close deadline.
+const FAST_READER_RATE: f64 = 1e6;
+/// Turns under `LAG_TOLERANCE` apart count as served time, but on a loaded
+/// machine they come slower than on an idle one: the judge of a reset at
+/// the close deadline asks the soak to have left a client this much more
+/// than it needed at its pace.
+const SERVED_MARGIN: Duration = Duration::from_secs(1);
+/// The most of a late slow reader's missed reads that one turn makes up.
+const MAX_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// A slow reader's pace: `chunk` bytes every `every`, as a rate. A turn
+/// that comes late reads what the turns it missed would have (up to
+/// [`MAX_CATCH_UP`]), so the rate holds however long the loop's turns
+/// take; when nothing is waiting, no credit is saved up. (It used to read
+/// one chunk per turn: with 100 ms turns, a 256-byte reader took 2.5 KB/s.)
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    chunk: usize,
+    every: Duration,
+    /// When the next chunk is due.
+    next: Instant,
+}
+
+impl Pace {
+    fn new(chunk: usize, every: Duration, now: Instant) -> Pace {
+        Pace {
+            chunk,
+            every,
+            next: now,
+        }
+    }
+
+    /// Bytes it may read now (0 before the next chunk is due).
+    fn allowance(&self, now: Instant) -> usize {
+        if now < self.next {
+            return 0;
+        }
+        let late = (now - self.next).min(MAX_CATCH_UP);
+        let chunks = 1 + (late.as_nanos() / self.every.as_nanos().max(1)) as usize;
+        chunks * self.chunk
+    }
+
+    /// It read `read` bytes of `allowance(now)`; `drained`: it found
+    /// nothing more waiting.
+    fn read(&mut self, now: Instant, read: usize, drained: bool) {
+        if drained || now.saturating_duration_since(self.next) > MAX_CATCH_UP {
+            self.next = now + self.every;
+        } else {
+            let chunks = read.div_ceil(self.chunk).max(1) as u32;
+            self.next += self.every * chunks;
+        }
+    }
+
+    /// Bytes a second.
+    fn rate(&self) -> f64 {
+        self.chunk as f64 / self.every.as_secs_f64().max(1e-9)
+    }
+}
 
 /// What the soak drives: where, how many, how long.
 #[derive(Clone, Debug)]
@@ -63,6 +141,8 @@ pub struct Plan {
     pub max_frame: usize,
     /// After SIGTERM, clients still without their end by then are hung.
     pub patience_after_term: Duration,
+    /// The connections the server's log says it cut off at their close deadline.
+    pub cut_offs: Arc<throttle::DeadlineCutOffs>,
 }
 
 /// Shared with the main thread: the SIGTERM moment (set just *before* the
@@ -131,6 +211,12 @@ pub struct Tally {
     pub throttled_echo_late: u64,
     /// The first few, with the sender's `TCP_INFO`.
     pub throttled_examples: Vec<String>,
+    /// Clients reset by the server at its close deadline that, at their
+    /// own pace, could not have read what they were owed in the time the
+    /// soak's own loop left them (`Client::judge_reset`): the soak broke
+    /// its side of the promise, not the server. The first few, in full.
+    pub lagged_resets: u64,
+    pub lagged_examples: Vec<String>,
     pub max_connect: Duration,
     /// The longest turn of the client loop: a connect or an echo measured
     /// across it looks that much slower than the server made it.
@@ -184,6 +270,12 @@ impl Tally {
         for e in other.throttled_examples {
             if self.throttled_examples.len() < 6 {
                 self.throttled_examples.push(e);
+            }
+        }
+        self.lagged_resets += other.lagged_resets;
+        for e in other.lagged_examples {
+            if self.lagged_examples.len() < 6 {
+                self.lagged_examples.push(e);
             }
         }
         self.max_connect = self.max_connect.max(other.max_connect);
@@ -301,10 +393,19 @@ struct Client {
     next_op: Option<Instant>,
     /// While fragmenting: when to write the next piece.
     next_piece: Instant,
-    /// Bytes per read and time between reads, for a slow reader.
-    slow: Option<(usize, Duration)>,
-    next_read: Instant,
+    /// A slow reader's pace.
+    slow: Option<Pace>,
+    /// The reader's rate before SIGTERM ended slowness, for the judge.
+    pace: Option<Pace>,
     stall_until: Option<Instant>,
+    /// The time the soak took from this client: its last turn, and each
+    /// gap between turns over `LAG_TOLERANCE` and each read stall, as
+    /// (from, until); and the bytes it read, with when (the last 20 s).
+    last_turn: Option<Instant>,
+    lost: Vec<(Instant, Instant)>,
+    reads: std::collections::VecDeque<(Instant, u64)>,
+    /// When its over-long line was all written, and what it was owed then.
+    overlong_written: Option<(Instant, u64)>,
     lifetime_end: Option<Instant>,
     created: Instant,
     connected_at: Option<Instant>,
@@ -392,7 +493,7 @@ impl Client {
         // (at most MAX_OUTSTANDING + a burst) waits longer than ECHO_PATIENCE:
         // at least 256 bytes every 10 ms.
         let slow = (kind == Kind::Worker && rng.percent(15))
-            .then(|| (rng.size(256, 4096), rng.millis(1, 10)));
+            .then(|| Pace::new(rng.size(SLOW_CHUNK.0, SLOW_CHUNK.1), rng.millis(1, 10), now));
         let small = kind == Kind::Worker && rng.percent(25);
         let mut c = Client {
             id,
@@ -411,8 +512,12 @@ impl Client {
             next_op: Some(now),
             next_piece: now,
             slow,
-            next_read: now,
+            pace: slow,
             stall_until: None,
+            last_turn: None,
+            lost: Vec::new(),
+            reads: std::collections::VecDeque::new(),
+            overlong_written: None,
             lifetime_end: None,
             created: now,
             connected_at: None,
@@ -465,10 +570,17 @@ impl Client {
         now: Instant,
         lag: Duration,
         shared: &Shared,
+        watch: &Watch,
         scratch: &mut [u8],
         tally: &mut Tally,
     ) -> Option<Instant> {
         let term = shared.term.get().copied();
+        if let Some(last) = self.last_turn
+            && now - last > LAG_TOLERANCE
+        {
+            self.lost.push((last, now));
+        }
+        self.last_turn = Some(now);
         if self.stage == Stage::Connecting {
             if !self.writable {
                 return None;
@@ -552,7 +664,10 @@ impl Client {
                 self.finish();
                 return None;
             }
-            if now >= until && term.is_none() {
+            // Its patience counts the time the client was served: what
+            // the soak's own loop or a read stall took from it is added.
+            let since = until - ECHO_PATIENCE;
+            if now >= until + self.lost_between(watch, since, now) && term.is_none() {
                 self.outcome.echo_timeout = true;
                 self.finish();
                 return None;
@@ -591,22 +706,51 @@ impl Client {
             // Data may have been waiting since an edge we ignored.
             self.readable = true;
         }
-        let (chunk, reads) = match self.slow {
-            Some((chunk, every)) => {
-                if now < self.next_read {
-                    return ReadResult::Skipped;
-                }
-                self.next_read = now + every;
-                (chunk, 1)
-            }
+        let (mut budget, reads) = match self.slow {
+            Some(pace) => match pace.allowance(now) {
+                0 => return ReadResult::Skipped,
+                n => (n, usize::MAX),
+            },
             // After SIGTERM, read before every write even without an event.
             // A few reads a turn, so one busy client cannot hold up the rest.
-            None if self.readable || after_term => (scratch.len(), 4),
+            None if self.readable || after_term => (usize::MAX, 4),
             None => return ReadResult::Skipped,
         };
-        let len = chunk.min(scratch.len());
-        let buf = &mut scratch[..len];
+        let allowed = budget;
+        let result = self.read_some(&mut budget, reads, shared, scratch, tally);
+        if let Some(pace) = &mut self.slow {
+            pace.read(now, allowed - budget, result == ReadResult::Drained);
+        }
+        let read = (allowed - budget) as u64;
+        if read > 0 {
+            self.reads.push_back((now, read));
+            while self
+                .reads
+                .front()
+                .is_some_and(|&(t, _)| now - t > 2 * ECHO_PATIENCE / 3)
+            {
+                self.reads.pop_front();
+            }
+        }
+        result
+    }
+
+    /// Up to `reads` reads, of `budget` bytes in all (what is left of it
+    /// is left there).
+    fn read_some(
+        &mut self,
+        budget: &mut usize,
+        reads: usize,
+        shared: &Shared,
+        scratch: &mut [u8],
+        tally: &mut Tally,
+    ) -> ReadResult {
         for _ in 0..reads {
+            if *budget == 0 {
+                return ReadResult::More;
+            }
+            let len = (*budget).min(scratch.len());
+            let buf = &mut scratch[..len];
             let result = self.stream().read(buf);
             match result {
                 Ok(0) => {
@@ -614,6 +758,7 @@ impl Client {
                     return ReadResult::Over;
                 }
                 Ok(n) => {
+                    *budget -= n;
                     if let Err(e) = self.rx.check(&buf[..n]) {
                         self.outcome.bad_echo = Some(e);
                         return ReadResult::Over;
@@ -796,6 +941,7 @@ impl Client {
                 let until = now + self.rng.millis(100, 3_000);
                 self.stall_until = Some(until);
                 self.last_stall = Some((now, until));
+                self.lost.push((now, until));
             }
             // Think time.
             _ => {
@@ -833,6 +979,9 @@ impl Client {
 
     /// The last bytes of a half-close or an over-long line are written.
     fn ended(&mut self, shared: &Shared) {
+        if let Some(at) = self.overlong_at {
+            self.overlong_written = Some((Instant::now(), at.saturating_sub(self.echoed)));
+        }
         if self.end == End::HalfClose && self.overlong_at.is_none() {
             match self.stream().shutdown(Shutdown::Write) {
                 Ok(()) => self.half_closed = true,
@@ -848,8 +997,8 @@ impl Client {
         if let Some(t) = self.stall_until {
             at(t);
         }
-        if self.slow.is_some() {
-            at(self.next_read);
+        if let Some(pace) = &self.slow {
+            at(pace.next);
         }
         if let Some(t) = self.lifetime_end {
             at(t);
@@ -879,6 +1028,121 @@ impl Client {
             at(t + SLOW_CAP_AFTER_TERM);
         }
         wake
+    }
+
+    /// How much of `from..to` the soak kept this client from reading: its
+    /// loop's late turns and its read stalls, overlaps counted once.
+    ///
+    /// Through the relay, the relay's own late turns count too: it runs
+    /// in the soak's process, and what it does not move the client cannot
+    /// read.
+    fn lost_between(&self, watch: &Watch, from: Instant, to: Instant) -> Duration {
+        if self.via_relay {
+            let mut spans = watch.relay_lag(from, to);
+            spans.extend_from_slice(&self.lost);
+            time_within(&spans, from, to)
+        } else {
+            time_within(&self.lost, from, to)
+        }
+    }
+
+    /// What the client saw of its own side: its pace, what it read in
+    /// the last 10 s, the time the soak took from it.
+    fn own_side(&self, watch: &Watch, at: Instant) -> String {
+        let from = at.checked_sub(SERVER_CLOSE_TIMEOUT).unwrap_or(at);
+        let read: u64 = self
+            .reads
+            .iter()
+            .filter(|&&(t, _)| t >= from)
+            .map(|&(_, n)| n)
+            .sum();
+        let longest = self
+            .lost
+            .iter()
+            .filter(|&&(a, b)| b >= from && a <= at)
+            .map(|&(a, b)| b - a)
+            .max()
+            .unwrap_or_default();
+        format!(
+            "{}; read {read} B in its last 10 s, of which the soak's loop and read stalls took {:.1} s (longest {:.1} s)",
+            self.pace.map_or_else(
+                || "reads all there is".to_string(),
+                |p| format!(
+                    "paced at {} B every {:?} ({:.1} KB/s)",
+                    p.chunk,
+                    p.every,
+                    p.rate() / 1e3
+                )
+            ),
+            self.lost_between(watch, from, at).as_secs_f64(),
+            longest.as_secs_f64(),
+        )
+    }
+
+    /// Where this client's bytes were when it was judged: the queues of
+    /// every socket on its path (`ss`'s Recv-Q and Send-Q, with the
+    /// sender's window), and, through the relay, what the relay held.
+    fn path_state(&self, plan: &Plan, watch: &Watch) -> String {
+        let Some(local) = self.local else {
+            return "not connected".to_string();
+        };
+        let leg = self.via_relay.then(|| watch.leg_of(local)).flatten();
+        let ports: Vec<u16> = [Some(local), leg]
+            .into_iter()
+            .flatten()
+            .map(|a| a.port())
+            .collect();
+        let mut out = Vec::new();
+        match throttle::sockets(&ports) {
+            Ok(all) => {
+                let name = |a: SocketAddr| {
+                    if a == local {
+                        "client".to_string()
+                    } else if Some(a) == leg {
+                        "relay leg".to_string()
+                    } else if a == plan.server {
+                        "server".to_string()
+                    } else if a == plan.relay {
+                        "relay".to_string()
+                    } else {
+                        a.to_string()
+                    }
+                };
+                for s in all.iter().filter(|s| {
+                    Some(s.local) == Some(local)
+                        || Some(s.peer) == Some(local)
+                        || Some(s.local) == leg
+                        || Some(s.peer) == leg
+                }) {
+                    let wnd = s.info.map_or_else(String::new, |i| {
+                        format!(
+                            ", snd_wnd {} mss {} notsent {}",
+                            i.snd_wnd, i.snd_mss, i.notsent
+                        )
+                    });
+                    out.push(format!(
+                        "{}->{}: Recv-Q {} Send-Q {}{wnd}{}",
+                        name(s.local),
+                        name(s.peer),
+                        s.recv_q,
+                        s.send_q,
+                        if s.persist { ", persist timer" } else { "" }
+                    ));
+                }
+                if out.is_empty() {
+                    out.push("no socket left on its path".to_string());
+                }
+            }
+            Err(e) => out.push(format!("sock_diag: {e}")),
+        }
+        if self.via_relay {
+            out.push(
+                watch
+                    .ask_relay(local, Duration::from_millis(500))
+                    .unwrap_or_else(|| "relay: no answer".to_string()),
+            );
+        }
+        out.join("; ")
     }
 
     fn finish(&mut self) {
@@ -1000,9 +1264,15 @@ impl Client {
             return;
         }
         if o.echo_timeout {
+            let at = self.done_at.unwrap_or_else(Instant::now);
             tally.violate(
                 "echo missing",
-                format!("{who}: its last echoes did not come within {ECHO_PATIENCE:?}"),
+                format!(
+                    "{who}: its last echoes did not come within {ECHO_PATIENCE:?} (plus the {:.1} s the soak took from it); {}; {}",
+                    self.lost_between(watch, at - ECHO_PATIENCE * 2, at).as_secs_f64(),
+                    self.own_side(watch, at),
+                    self.path_state(plan, watch)
+                ),
             );
             return;
         }
@@ -1031,13 +1301,10 @@ impl Client {
                 // Cut off at the deadline with output still owed: the RST
                 // that the server's exit status 3 reports, checked there.
                 tally.throttled("reset", &who, &spell);
+            } else if e.kind() == ErrorKind::ConnectionReset {
+                self.judge_reset(&who, e, plan, watch, tally);
             } else {
-                let kind = if e.kind() == ErrorKind::ConnectionReset {
-                    "RST instead of FIN"
-                } else {
-                    "socket error"
-                };
-                tally.violate(kind, format!("{who}: {e}"));
+                tally.violate("socket error", format!("{who}: {e}"));
             }
             return;
         }
@@ -1082,6 +1349,75 @@ impl Client {
         }
         tally.clean_fins += 1;
     }
+}
+
+impl Client {
+    /// An RST where a FIN was owed. One is the soak's own doing: the
+    /// server cut the client off at its close deadline (its log says so)
+    /// after its over-long line, and the client, at its own pace, could
+    /// not have read what it was owed in the time the soak left it (10 s
+    /// less what its loop's and the relay's late turns and its read stalls
+    /// took), with [`SERVED_MARGIN`] to spare. Any other RST is a
+    /// violation, named with the server's line and the client's side.
+    fn judge_reset(&self, who: &str, e: &io::Error, plan: &Plan, watch: &Watch, tally: &mut Tally) {
+        let at = self.done_at.unwrap_or_else(Instant::now);
+        let mut peers = vec![];
+        if let Some(local) = self.local {
+            peers.push(local);
+            if let Some(leg) = self.via_relay.then(|| watch.leg_of(local)).flatten() {
+                peers.push(leg);
+            }
+        }
+        let server_says = plan.cut_offs.find(&peers, Duration::from_millis(500));
+        let evidence = format!(
+            "{}; {}",
+            server_says.as_deref().map_or_else(
+                || "the server's log names no close-deadline cut-off of it".to_string(),
+                |l| format!("the server: {l}")
+            ),
+            self.own_side(watch, at)
+        );
+        if let (Some(_), Some((written, owed))) = (&server_says, self.overlong_written) {
+            let from = at
+                .checked_sub(SERVER_CLOSE_TIMEOUT)
+                .unwrap_or(at)
+                .max(written);
+            let served = (at - from).saturating_sub(self.lost_between(watch, from, at));
+            let rate = self.pace.map_or(FAST_READER_RATE, |p| p.rate());
+            let needed = Duration::from_secs_f64(owed as f64 / rate);
+            if served < needed + SERVED_MARGIN {
+                tally.lagged_resets += 1;
+                if tally.lagged_examples.len() < 6 {
+                    tally.lagged_examples.push(format!(
+                        "{who}: owed {owed} B when its over-long line was written, which takes {:.1} s at its pace; the soak left it {:.1} s of the server's {SERVER_CLOSE_TIMEOUT:?}; {evidence}",
+                        needed.as_secs_f64(),
+                        served.as_secs_f64()
+                    ));
+                }
+                return;
+            }
+        }
+        tally.violate("RST instead of FIN", format!("{who}: {e}; {evidence}"));
+    }
+}
+
+/// How much of `from..to` the `spans` cover, overlaps counted once.
+fn time_within(spans: &[(Instant, Instant)], from: Instant, to: Instant) -> Duration {
+    let mut spans: Vec<(Instant, Instant)> = spans
+        .iter()
+        .map(|&(a, b)| (a.max(from), b.min(to)))
+        .filter(|(a, b)| a < b)
+        .collect();
+    spans.sort();
+    let (mut total, mut reach) = (Duration::ZERO, from);
+    for (a, b) in spans {
+        let a = a.max(reach);
+        if b > a {
+            total += b - a;
+            reach = b;
+        }
+    }
+    total
 }
 
 /// Runs every client until SIGTERM (`shared.term`) and the end of the
@@ -1167,7 +1503,7 @@ pub fn run(plan: &Plan, shared: &Arc<Shared>, watch: &Watch) -> io::Result<Tally
         for (slot, entry) in clients.iter_mut().enumerate() {
             let Some(c) = entry else { continue };
             if c.stage != Stage::Done
-                && let Some(t) = c.progress(now, lag, shared, &mut scratch, &mut tally)
+                && let Some(t) = c.progress(now, lag, shared, watch, &mut scratch, &mut tally)
             {
                 wake = Some(wake.map_or(t, |w| w.min(t)));
             }
@@ -1222,5 +1558,71 @@ pub fn run(plan: &Plan, shared: &Arc<Shared>, watch: &Watch) -> io::Result<Tally
                 c.writable |= event.is_writable() || event.is_write_closed() || event.is_error();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// A slow reader whose loop turns come late still reads at its pace:
+    /// with 100 ms turns, a reader of 512 B every 10 ms takes 5120 B a
+    /// turn. It used to take one chunk a turn, 512 B: a tenth of its pace,
+    /// and under a loaded machine's longer turns less still, so that it
+    /// missed the server's close deadline (and its own echo patience).
+    #[test]
+    fn a_late_slow_reader_keeps_its_pace() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(512, 10 * MS, t0);
+        let mut read = 0;
+        for turn in 1..=50u32 {
+            let now = t0 + 100 * MS * turn;
+            let n = pace.allowance(now);
+            read += n;
+            pace.read(now, n, false);
+        }
+        // 5 s at 51.2 KB/s, give or take a chunk.
+        assert!(
+            (read as i64 - 256_000).abs() <= 512 * 11,
+            "read {read} B in 5 s"
+        );
+        assert!((pace.rate() - 51_200.0).abs() < 1.0);
+        // Not due yet: nothing; a turn 10 ms later: one chunk.
+        let now = t0 + 5000 * MS;
+        assert_eq!(pace.allowance(now), 0);
+        assert_eq!(pace.allowance(now + 10 * MS), 512);
+    }
+
+    /// Nothing waiting: no credit saved up, so a reader that was ahead
+    /// does not swallow what comes next at once; and a stall of the
+    /// loop is made up for one second at most.
+    #[test]
+    fn a_slow_reader_saves_no_credit_and_catches_up_a_second_at_most() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(1000, 10 * MS, t0);
+        pace.read(t0, 0, true);
+        assert_eq!(pace.allowance(t0 + 10 * MS), 1000);
+        let later = t0 + 4000 * MS;
+        assert_eq!(pace.allowance(later), 101 * 1000);
+        pace.read(later, 101 * 1000, false);
+        assert_eq!(pace.allowance(later), 0);
+        assert_eq!(pace.allowance(later + 10 * MS), 1000);
+    }
+
+    #[test]
+    fn lost_time_counts_overlaps_once_and_only_inside_the_window() {
+        let t0 = Instant::now();
+        let at = |ms: u32| t0 + MS * ms;
+        // A 3 s read stall, a 4 s loop turn inside and past it, a 200 ms one.
+        let spans = [
+            (at(1000), at(4000)),
+            (at(3000), at(7000)),
+            (at(9000), at(9200)),
+        ];
+        assert_eq!(time_within(&spans, at(0), at(10_000)), 6200 * MS);
+        assert_eq!(time_within(&spans, at(5000), at(10_000)), 2200 * MS);
+        assert_eq!(time_within(&spans, at(7000), at(9000)), Duration::ZERO);
     }
 }

@@ -43,6 +43,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+use super::clients::LAG_TOLERANCE;
 use super::net::{self, Connect};
 use super::rng::{Rng, derive};
 use super::throttle::Watch;
@@ -411,6 +412,52 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// What the relay holds for this pair, for the judge of a client that
+    /// went wrong: each pipe and each socket's flags.
+    fn describe(&self, now: Instant) -> String {
+        let side = |s: &Side| {
+            format!(
+                "readable {} writable {}{}{}{}",
+                s.readable,
+                s.writable,
+                if s.eof { ", EOF read" } else { "" },
+                if s.shut { ", FIN passed on" } else { "" },
+                if s.dead { ", dead" } else { "" }
+            )
+        };
+        let pipe = |p: &Pipe| {
+            format!(
+                "{} B held (read {}, written {}, due {}, next due in {:?}){}",
+                p.data.len(),
+                p.read,
+                p.written,
+                p.due,
+                p.holds
+                    .front()
+                    .map(|&(_, at)| at.saturating_duration_since(now)),
+                if p.data.len() >= PIPE_CAP {
+                    ", full: not reading"
+                } else {
+                    ""
+                }
+            )
+        };
+        format!(
+            "relay: {}; down pipe {}; up pipe {}; client side {}; server side {}",
+            self.style_names(),
+            pipe(&self.down),
+            pipe(&self.up),
+            side(&self.client),
+            side(&self.server)
+        )
+    }
+
+    fn style_names(&self) -> String {
+        format!("down {:?}, up {:?}", self.down.style, self.up.style)
+    }
+}
+
 /// The random choices of the relay's next pair: its own generator, and
 /// whether its connection to the server gets a small `SO_RCVBUF`.
 fn pair_choice(seed: u64, rng: &mut Rng) -> (Rng, bool) {
@@ -476,6 +523,7 @@ fn run(
     let mut buf = vec![0u8; 16 * 1024];
     let mut rng = relay_rng(seed);
     let mut wake: Option<Instant> = None;
+    let mut last_turn = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         // At most 5 ms, to notice `stop`.
         let now = Instant::now();
@@ -559,6 +607,25 @@ fn run(
             }
         }
         let now = Instant::now();
+        // Tell the soak's judges when this loop was late (it polls every
+        // 5 ms at most; a loaded machine): relayed clients got nothing
+        // meanwhile.
+        if now - last_turn > LAG_TOLERANCE {
+            watch.relay_late(last_turn, now);
+        }
+        last_turn = now;
+        let asks = watch.relay_questions();
+        for client in asks {
+            let pair = pairs
+                .iter()
+                .flatten()
+                .find(|p| p.client.stream.peer_addr().ok() == Some(client));
+            let answer = pair.map_or_else(
+                || "relay: no pair for it (closed)".to_string(),
+                |p| p.describe(now),
+            );
+            watch.relay_answer(client, answer);
+        }
         wake = None;
         for (slot, entry) in pairs.iter_mut().enumerate() {
             let Some(pair) = entry else { continue };

@@ -322,6 +322,13 @@ struct Seen {
     samples: u64,
     errors: u64,
     last_error: Option<String>,
+    /// Relayed clients whose pair the soak's judge asked the relay to
+    /// describe, and the relay's answers (`Watch::ask_relay`).
+    relay_asks: Vec<SocketAddr>,
+    relay_answers: HashMap<SocketAddr, String>,
+    /// The relay's late turns, (from, until): it runs in the soak's
+    /// process, and while it is late, no relayed client gets a byte.
+    relay_lag: Vec<(Instant, Instant)>,
 }
 
 /// The soak's sampler: every [`SAMPLE_EVERY`], the `TCP_INFO` of every
@@ -417,6 +424,48 @@ impl Watch {
         }
     }
 
+    /// Asks the relay what it holds for the relayed `client` (its pipes,
+    /// its sockets' readiness), and waits up to `wait` for the answer: the
+    /// relay answers on its next turn (`relay_questions`).
+    pub fn ask_relay(&self, client: SocketAddr, wait: Duration) -> Option<String> {
+        self.seen().relay_asks.push(client);
+        let give_up = Instant::now() + wait;
+        loop {
+            if let Some(answer) = self.seen().relay_answers.remove(&client) {
+                return Some(answer);
+            }
+            if Instant::now() >= give_up {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The relay's turns came `from` and `until`, too far apart.
+    pub fn relay_late(&self, from: Instant, until: Instant) {
+        self.seen().relay_lag.push((from, until));
+    }
+
+    /// The relay's late turns that overlap `from..to`.
+    pub fn relay_lag(&self, from: Instant, to: Instant) -> Vec<(Instant, Instant)> {
+        self.seen()
+            .relay_lag
+            .iter()
+            .filter(|&&(a, b)| b > from && a < to)
+            .copied()
+            .collect()
+    }
+
+    /// For the relay, once a turn: the clients it is asked about.
+    pub fn relay_questions(&self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.seen().relay_asks)
+    }
+
+    /// The relay's answer about `client`.
+    pub fn relay_answer(&self, client: SocketAddr, answer: String) {
+        self.seen().relay_answers.insert(client, answer);
+    }
+
     /// The relay connected `leg` to the server on behalf of `client`.
     pub fn link(&self, client: SocketAddr, leg: SocketAddr) {
         let mut seen = self.seen();
@@ -483,6 +532,10 @@ pub fn describe(s: &Spell) -> String {
 pub struct CutOffs {
     pub count: Option<u64>,
     pub named: Vec<SocketAddr>,
+    /// The drain has started ("draining" logged): from then on, a
+    /// connection cut off at its own close deadline counts in the drain's
+    /// summary too, so it is named here as well.
+    pub draining: bool,
 }
 
 impl CutOffs {
@@ -502,13 +555,77 @@ impl CutOffs {
             }
             return;
         }
-        // "#17 from 127.0.0.1:40112 cut off: closing (drain), ..."
+        if line.contains(": draining ") {
+            self.draining = true;
+        }
+        // "#17 from 127.0.0.1:40112 cut off: closing (drain), ..."; a cut-off
+        // at a connection's own close deadline is the drain's only if it
+        // came during the drain (the server's summary counts it then).
+        if line.contains(AT_CLOSE_DEADLINE) && !self.draining {
+            return;
+        }
         if let Some(from) = line.find(" from ")
             && let Some(cut) = line[from..].find(" cut off")
             && let Ok(peer) = line[from + " from ".len()..from + cut].trim().parse()
         {
             self.named.push(peer);
         }
+    }
+}
+
+/// What follows "cut off" in the server's line for a connection it gave up
+/// on at its close deadline, outside a drain: a closing connection (an
+/// over-long line, a half-close) whose peer did not take what it was owed
+/// within 10 s (`CLOSE_TIMEOUT`).
+pub const AT_CLOSE_DEADLINE: &str = " cut off at its close deadline";
+
+/// The connections the server cut off at their close deadline, by peer,
+/// each with the rest of its log line (state, bytes unsent and not
+/// acknowledged, `TCP_INFO`): read from the log by the soak's log thread,
+/// looked up by the clients' judge when a client got an RST.
+#[derive(Debug, Default)]
+pub struct DeadlineCutOffs {
+    by_peer: Mutex<HashMap<SocketAddr, String>>,
+}
+
+impl DeadlineCutOffs {
+    /// Reads one line of the server's log.
+    pub fn read_line(&self, line: &str) {
+        // "#9 from 127.0.0.1:40112 cut off at its close deadline (10s): closing (...), ..."
+        if let Some(cut) = line.find(AT_CLOSE_DEADLINE)
+            && let Some(from) = line[..cut].rfind(" from ")
+            && let Ok(peer) = line[from + " from ".len()..cut].trim().parse()
+        {
+            let what = line[cut + " ".len()..].to_string();
+            self.by_peer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(peer, what);
+        }
+    }
+
+    /// The server's line for the first of `peers` it cut off at its close
+    /// deadline, waiting up to `wait` for the log thread: the server logs
+    /// before it resets, but the line crosses a pipe and another thread.
+    pub fn find(&self, peers: &[SocketAddr], wait: Duration) -> Option<String> {
+        let give_up = Instant::now() + wait;
+        loop {
+            {
+                let by_peer = self.by_peer.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(line) = peers.iter().find_map(|p| by_peer.get(p)) {
+                    return Some(line.clone());
+                }
+            }
+            if Instant::now() >= give_up {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many the server cut off so.
+    pub fn count(&self) -> usize {
+        self.by_peer.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -813,15 +930,33 @@ mod tests {
         c.read_line("x INFO #3 from 127.0.0.1:40112 cut off: open, 12 bytes unsent, 0 sent but not acknowledged, snd_wnd 1952, mss 2048");
         c.read_line("x INFO #4 from 127.0.0.1:40113 cut off: closing (drain), 0 bytes unsent, 5 sent but not acknowledged");
         c.read_line("x DEBUG #3 cut off (open, 12 bytes unsent)");
-        c.read_line("x INFO drain incomplete: 10 connections closed cleanly, 2 cut off, 1 failed");
+        // Not the drain's: a cut-off at a connection's own close deadline.
+        let line = "x INFO #5 from 127.0.0.1:40114 cut off at its close deadline (10s): closing (frame too long, FIN sent), 0 bytes unsent, 7 sent but not acknowledged";
+        c.read_line(line);
+        let deadline = DeadlineCutOffs::default();
+        deadline.read_line(line);
+        deadline.read_line("x INFO #4 from 127.0.0.1:40113 cut off: closing (drain), 0 bytes unsent, 5 sent but not acknowledged");
+        assert_eq!(deadline.count(), 1);
+        assert_eq!(
+            deadline.find(&["127.0.0.1:40114".parse().unwrap()], Duration::ZERO),
+            Some("cut off at its close deadline (10s): closing (frame too long, FIN sent), 0 bytes unsent, 7 sent but not acknowledged".to_string())
+        );
+        // During the drain, one is counted in the drain's summary.
+        c.read_line(
+            "x INFO SIGTERM: draining 12 connections (deadline 10s); send it again to exit at once",
+        );
+        c.read_line("x INFO #6 from 127.0.0.1:40115 cut off at its close deadline (10s): closing (frame too long, FIN sent), 0 bytes unsent, 9 sent but not acknowledged");
+        c.read_line("x INFO drain incomplete: 10 connections closed cleanly, 3 cut off, 1 failed");
         assert_eq!(
             c,
             CutOffs {
-                count: Some(2),
+                count: Some(3),
                 named: vec![
                     "127.0.0.1:40112".parse().unwrap(),
-                    "127.0.0.1:40113".parse().unwrap()
+                    "127.0.0.1:40113".parse().unwrap(),
+                    "127.0.0.1:40115".parse().unwrap()
                 ],
+                draining: true,
             }
         );
     }
