@@ -109,8 +109,11 @@ fn open(addr: SocketAddr, poll: &Poll, i: usize, serial: u64, size: usize) -> io
         }
     })?;
     stream.set_nodelay(true)?;
-    poll.registry()
-        .register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+    poll.registry().register(
+        &mut stream,
+        Token(i),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
     let mut line = Vec::with_capacity(size);
     push_line(&mut line, i, serial, size);
     Ok(Slot {

@@ -297,7 +297,9 @@ impl Timer {
             return Ok(());
         }
         // Relative, at least 1 ns: a zero time would disarm it.
-        let d = at.saturating_duration_since(Instant::now()).max(Duration::from_nanos(1));
+        let d = at
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_nanos(1));
         let spec = Itimerspec {
             it_interval: Timespec {
                 tv_sec: 0,
@@ -323,8 +325,11 @@ pub fn run(c: &Config) -> io::Result<Outcome> {
         s.set_nodelay(true)?;
         s.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(s);
-        poll.registry()
-            .register(&mut stream, Token(id), Interest::READABLE | Interest::WRITABLE)?;
+        poll.registry().register(
+            &mut stream,
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         conns.push(Conn {
             stream,
             output: Vec::new(),
@@ -466,7 +471,9 @@ mod tests {
         assert_eq!((first.index, first.conn, first.intended), (0, 0, t0));
         assert_eq!(s.pop_due(t0), None, "the next is 1 ms later");
         assert_eq!(s.next_at(), Some(t0 + MS));
-        let conns: Vec<usize> = (1..=4).map(|i| s.pop_due(t0 + i * MS).unwrap().conn).collect();
+        let conns: Vec<usize> = (1..=4)
+            .map(|i| s.pop_due(t0 + i * MS).unwrap().conn)
+            .collect();
         assert_eq!(conns, [1, 2, 0, 1]);
     }
 
@@ -489,7 +496,10 @@ mod tests {
             tally.sent(r.intended, late);
         }
         tally.answered(due[0].intended, late);
-        assert_eq!(tally.latency.max(), tally.latency.highest_equivalent(5_500_000));
+        assert_eq!(
+            tally.latency.max(),
+            tally.latency.highest_equivalent(5_500_000)
+        );
         assert!((quantile_us(&tally.lag, 1.0) - 5500.0).abs() < 5500.0 * 0.001);
     }
 
@@ -511,7 +521,10 @@ mod tests {
         assert_eq!(s.next_at(), None, "nothing at or after the end");
         assert!(end - last <= Duration::from_nanos(33_334));
         // Spread evenly: 60,000 over 7 is 8,572 or 8,571.
-        assert!(per_conn.iter().all(|&n| n == 8571 || n == 8572), "{per_conn:?}");
+        assert!(
+            per_conn.iter().all(|&n| n == 8571 || n == 8572),
+            "{per_conn:?}"
+        );
     }
 
     #[test]
@@ -552,7 +565,10 @@ mod tests {
         decode_into(&encode(&b), &mut merged).unwrap();
         assert_eq!(merged.len(), 5);
         assert_eq!(merged.max(), merged.highest_equivalent(1_000_000));
-        assert_eq!(merged.value_at_quantile(0.5), merged.highest_equivalent(3_000));
+        assert_eq!(
+            merged.value_at_quantile(0.5),
+            merged.highest_equivalent(3_000)
+        );
         assert!(decode_into("nope", &mut merged).is_err());
         decode_into("hist=", &mut merged).unwrap();
     }
