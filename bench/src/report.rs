@@ -602,14 +602,14 @@ pub fn latency_markdown(plan: &Plan, out: &Outcome, stamp: &str, chart: Option<&
             };
             let _ = writeln!(
                 w,
-                " {} | {}{lost} | {} | {} | {} | {} | {:.0} |",
+                " {} | {}{lost} | {} | {} | {} | {} | {} |",
                 thousands(x.offered_per_s),
                 thousands(x.msgs_per_s),
                 cell(x.p50_us, &|o| o.p50_us),
                 cell(x.p99_us, &|o| o.p99_us),
                 cell(x.p999_us, &|o| o.p999_us),
                 cell(x.max_us, &|o| o.max_us),
-                x.lag_p99_us,
+                thousands(x.lag_p99_us),
             );
         }
     }
