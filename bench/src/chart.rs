@@ -47,6 +47,24 @@ fn short(v: f64) -> String {
     }
 }
 
+/// A latency axis label from µs: 250µs, 2.5ms, 1.2s.
+fn us_label(us: f64) -> String {
+    let trim = |v: f64| {
+        if v >= 10.0 || (v - v.round()).abs() < 0.05 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    if us >= 1e6 {
+        format!("{}s", trim(us / 1e6))
+    } else if us >= 1e3 {
+        format!("{}ms", trim(us / 1e3))
+    } else {
+        format!("{}µs", trim(us))
+    }
+}
+
 /// Draws `size` pixels with `draw` into an SVG.
 fn render(size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> DrawResult) -> Result<String, String> {
     let mut out = String::new();
@@ -223,7 +241,7 @@ pub fn latency(out: &Outcome, title: &str) -> Result<String, String> {
                 .configure_mesh()
                 .x_desc("offered load, % of max")
                 .x_label_formatter(&|v| format!("{v}%"))
-                .y_label_formatter(&|v| short(*v))
+                .y_label_formatter(&|v| us_label(*v))
                 .light_line_style(RGBColor(240, 240, 240))
                 .draw()?;
             for (s, line) in points.iter().enumerate() {
@@ -407,6 +425,15 @@ mod tests {
         assert_eq!(short(1_460_000.0), "1.5M");
         assert_eq!(short(150_000.0), "150K");
         assert_eq!(short(6.49), "6.5");
+        assert_eq!(
+            [
+                us_label(250.0),
+                us_label(2500.0),
+                us_label(20_000.0),
+                us_label(1.2e6)
+            ],
+            ["250µs", "2.5ms", "20ms", "1.2s"]
+        );
         let out = Outcome {
             results: r,
             quiet: Quiet::default(),
