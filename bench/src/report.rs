@@ -470,10 +470,10 @@ fn churn_table(w: &mut String, r: &Results) {
                         .map_or("-".into(), |c| format!("{:.2}", c.total()));
                     let _ = writeln!(
                         w,
-                        "| {name} | {n} | {} | {:.2} | {calls} | {:.0} |",
+                        "| {name} | {n} | {} | {:.2} | {calls} | {} |",
                         thousands(x.msgs_per_s),
                         x.cpu_us_per_msg,
-                        x.p99_us
+                        thousands(x.p99_us)
                     );
                 }
                 None => {
