@@ -68,7 +68,7 @@ fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if 
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run framing -- -max_total_time=$(FUZZ_SECONDS)
 
-bench:  ## reactor-echo alone: the four scenarios with latency, CPU, syscalls by kind, RSS, and 10,000 idle connections -> docs/benchmarks.md, docs/benchmarks.svg ($(BENCH_SECS) s per scenario; syscalls need perf or strace)
+bench:  ## reactor-echo alone: the five scenarios (churn included) with latency, CPU, syscalls by kind, RSS, and 10,000 idle connections -> docs/benchmarks.md, docs/benchmarks.svg ($(BENCH_SECS) s per scenario; syscalls need perf or strace)
 	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
 	$(TARGET_DIR)/release/bench --secs "$(BENCH_SECS)" --cores "$(CORES)" --server-cpus "$(SERVER_CPUS)" \
 		--client-cpus "$(CLIENT_CPUS)" --clients "$(CLIENTS)" --only "$(ONLY)" \
