@@ -4,7 +4,7 @@
 ADDR ?= 127.0.0.1:8000
 CARGO ?= cargo
 
-.PHONY: help run build test soak upgrade-soak bench bench-compare perf strace fuzz doc clean check-server
+.PHONY: help run build test soak upgrade-soak bench bench-compare bench-latency peers perf strace fuzz doc clean check-server
 
 FUZZ_SECONDS ?= 60
 # make soak: seconds of load before SIGTERM, and extra server flags passed
@@ -16,9 +16,11 @@ SOAK_ARGS ?=
 HANDOVERS ?= 10
 UPGRADE_SOAK_ARGS ?=
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
-# make bench and make bench-compare: one tool, target/release/bench, whose
-# two modes share the scenarios and these variables but ROUNDS, SERVERS and
-# SYSCALLS (make bench: one round, reactor-echo, syscalls always counted).
+# make bench, make bench-compare and make bench-latency: one tool,
+# target/release/bench, whose three modes share the scenarios and these
+# variables but ROUNDS, SERVERS and SYSCALLS (make bench: one round,
+# reactor-echo, syscalls always counted; make bench-latency: one core
+# count, no ONLY, no SYSCALLS).
 # make bench-compare ("Scaling with --workers"): server
 # core counts ("1 2 4 8"), the server's CPUs (N cores: the first N of the
 # list) and the load generators', load generator processes, rounds, seconds
@@ -74,13 +76,13 @@ fuzz:  ## Fuzz the frame decoders for $(FUZZ_SECONDS) s (installs cargo-fuzz if 
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run framing -- -max_total_time=$(FUZZ_SECONDS)
 
-bench:  ## reactor-echo alone: the four scenarios with latency, CPU, syscalls by kind, RSS, and 10,000 idle connections -> docs/benchmarks.md, docs/benchmarks.svg ($(BENCH_SECS) s per scenario; syscalls need perf or strace)
+bench:  ## reactor-echo alone: the five scenarios (churn included) with latency, CPU, syscalls by kind, RSS, and 10,000 idle connections -> docs/benchmarks.md, docs/benchmarks.svg ($(BENCH_SECS) s per scenario; syscalls need perf or strace)
 	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
 	$(TARGET_DIR)/release/bench --secs "$(BENCH_SECS)" --cores "$(CORES)" --server-cpus "$(SERVER_CPUS)" \
 		--client-cpus "$(CLIENT_CPUS)" --clients "$(CLIENTS)" --only "$(ONLY)" \
 		--max-other "$(MAX_OTHER)" --tries "$(TRIES)"
 
-bench-compare:  ## Side by side: reactor-echo, tokio current and multi, thread-per-conn, Go's (if go is installed), $(ROUNDS) interleaved rounds of $(BENCH_SECS) s per server core count, medians -> docs/benchmarks.md, docs/benchmarks-scaling.svg (CORES, SERVER_CPUS, CLIENT_CPUS, CLIENTS, SERVERS, ONLY, SYSCALLS, MAX_OTHER, TRIES)
+peers:  ## Build reactor-echo, the load generator and the peers in release (bench-compare and bench-latency do it first)
 	$(CARGO) build --release --quiet -p reactor-echo -p reactor-echo-bench --bins
 	$(CARGO) build --release --quiet --manifest-path bench/peers/Cargo.toml --target-dir $(TARGET_DIR)/peers
 	@# The Go tutorial's server only where go is installed; the report names what was left out.
@@ -88,10 +90,18 @@ bench-compare:  ## Side by side: reactor-echo, tokio current and multi, thread-p
 		echo "go build bench/peers/go-echo"; \
 		cd bench/peers/go-echo && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o $(abspath $(TARGET_DIR))/peers/release/go-echo . ; \
 	else echo "go is not installed: the Go tutorial's server is left out (apt-get install golang-go)"; fi
+
+bench-compare: peers  ## Side by side: reactor-echo, tokio current and multi, thread-per-conn, Go's (if go is installed), $(ROUNDS) interleaved rounds of $(BENCH_SECS) s per server core count, medians, the churn scenario's connections/s and CPU per connection too -> docs/benchmarks.md, docs/benchmarks-scaling.svg (CORES, SERVER_CPUS, CLIENT_CPUS, CLIENTS, SERVERS, ONLY, SYSCALLS, MAX_OTHER, TRIES)
 	$(TARGET_DIR)/release/bench compare --peer-dir $(TARGET_DIR)/peers/release --cores "$(CORES)" \
 		--server-cpus "$(SERVER_CPUS)" --client-cpus "$(CLIENT_CPUS)" --clients "$(CLIENTS)" \
 		--rounds "$(ROUNDS)" --secs "$(BENCH_SECS)" --servers "$(SERVERS)" --only "$(ONLY)" \
 		--max-other "$(MAX_OTHER)" --tries "$(TRIES)" $(if $(SYSCALLS),--syscalls)
+
+bench-latency: peers  ## Open-loop latency beside the peers: each server's maximum closed-loop (ping-pong), then 25, 50, 75, 90% of it offered at a fixed rate, p50/p99/p99.9/max from each line's intended send time, $(ROUNDS) interleaved rounds -> docs/benchmarks.md, docs/benchmarks-latency.svg (CORES: one count, SERVER_CPUS, CLIENT_CPUS, CLIENTS, SERVERS, MAX_OTHER, TRIES)
+	$(TARGET_DIR)/release/bench latency --peer-dir $(TARGET_DIR)/peers/release --cores "$(CORES)" \
+		--server-cpus "$(SERVER_CPUS)" --client-cpus "$(CLIENT_CPUS)" --clients "$(CLIENTS)" \
+		--rounds "$(ROUNDS)" --secs "$(BENCH_SECS)" --servers "$(SERVERS)" \
+		--max-other "$(MAX_OTHER)" --tries "$(TRIES)"
 
 perf:  ## CPU profile of the server under load (perf record -g), top of the report (needs perf)
 	@command -v perf >/dev/null || { echo "perf is missing: apt-get install linux-perf (Debian) or linux-tools-common linux-tools-generic (Ubuntu)"; exit 1; }

@@ -6,12 +6,15 @@
 //!   side by side;
 //! - [`bars`] (`make bench`): one panel per figure (msgs/s, CPU µs per
 //!   message, syscalls per message, one bar per scenario) and the RSS of the
-//!   idle connections.
+//!   idle connections;
+//! - [`latency`] (`make bench-latency`): one panel per percentile (p50,
+//!   p99, p99.9, max), latency on a log scale against the offered load as
+//!   a share of each server's maximum, one line per server.
 
 use plotters::prelude::*;
 
 use crate::host::thousands;
-use crate::report::Results;
+use crate::report::{Results, Summary, summarize};
 use crate::run::Outcome;
 
 const PANEL_W: u32 = 330;
@@ -44,6 +47,24 @@ fn short(v: f64) -> String {
     }
 }
 
+/// A latency axis label from µs: 250µs, 2.5ms, 1.2s.
+fn us_label(us: f64) -> String {
+    let trim = |v: f64| {
+        if v >= 10.0 || (v - v.round()).abs() < 0.05 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
+    };
+    if us >= 1e6 {
+        format!("{}s", trim(us / 1e6))
+    } else if us >= 1e3 {
+        format!("{}ms", trim(us / 1e3))
+    } else {
+        format!("{}µs", trim(us))
+    }
+}
+
 /// Draws `size` pixels with `draw` into an SVG.
 fn render(size: (u32, u32), draw: impl FnOnce(&Area<'_>) -> DrawResult) -> Result<String, String> {
     let mut out = String::new();
@@ -68,37 +89,12 @@ type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
 
 fn draw_scaling(root: &Area<'_>, r: &Results, shared: &[usize], title: &str) -> DrawResult {
     let (header, body) = root.split_vertically(HEADER_H);
-    header.draw(&Text::new(
-        title.to_string(),
-        (12, 8),
-        ("sans-serif", 17).into_font().color(&BLACK),
-    ))?;
     let note = if shared.is_empty() {
-        "x: server cores (log scale). Median of the rounds.".to_string()
+        "x: server cores (log scale). Median of the rounds."
     } else {
-        "x: server cores (log scale). Median of the rounds. *: the server shares a CPU with the load generator.".to_string()
+        "x: server cores (log scale). Median of the rounds. *: the server shares a CPU with the load generator."
     };
-    header.draw(&Text::new(
-        note,
-        (12, 30),
-        ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
-    ))?;
-    // The legend: one swatch per server, left to right.
-    let mut x = 12;
-    for (s, name) in r.servers.iter().enumerate() {
-        let colour = COLOURS[s % COLOURS.len()];
-        header.draw(&PathElement::new(
-            vec![(x, 60), (x + 24, 60)],
-            colour.stroke_width(if s == 0 { 4 } else { 2 }),
-        ))?;
-        header.draw(&Circle::new((x + 12, 60), 4, colour.filled()))?;
-        header.draw(&Text::new(
-            name.clone(),
-            (x + 30, 53),
-            ("sans-serif", 14).into_font().color(&BLACK),
-        ))?;
-        x += 40 + 8 * name.chars().count() as i32 + 24;
-    }
+    legend(&header, &r.servers, title, note)?;
 
     let panels = body.split_evenly((2, r.scenarios.len()));
     // x: log2 of the core count, in hundredths (integer coordinates, whose
@@ -176,6 +172,122 @@ fn draw_scaling(root: &Area<'_>, r: &Results, shared: &[usize], title: &str) -> 
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// A percentile of the latency chart: its name and where to read it.
+type Figure = (&'static str, fn(&Summary) -> f64);
+
+/// The latency chart of `make bench-latency`, headed by `title`.
+pub fn latency(out: &Outcome, title: &str) -> Result<String, String> {
+    let lat = out.latency.as_ref().ok_or("no open-loop rounds")?;
+    let r = &out.results;
+    // Each server's medians at each load, failed loads left out.
+    let points: Vec<Vec<(i32, Summary)>> = (0..r.servers.len())
+        .map(|s| {
+            lat.levels
+                .iter()
+                .enumerate()
+                .filter_map(|(j, l)| {
+                    Some(((l * 100.0).round() as i32, summarize(&lat.open[s][j])?))
+                })
+                .collect()
+        })
+        .collect();
+    let figures: [Figure; 4] = [
+        ("p50", |x| x.p50_us),
+        ("p99", |x| x.p99_us),
+        ("p99.9", |x| x.p999_us),
+        ("max", |x| x.max_us),
+    ];
+    let keys: Vec<i32> = lat
+        .levels
+        .iter()
+        .map(|l| (l * 100.0).round() as i32)
+        .collect();
+    let size = (PANEL_W * figures.len() as u32, HEADER_H + PANEL_H + 20);
+    render(size, |root| {
+        let (header, body) = root.split_vertically(HEADER_H);
+        legend(
+            &header,
+            &r.servers,
+            title,
+            "x: offered load, % of each server's own closed-loop maximum. y: µs from each line's intended send time (log scale). Median of the rounds.",
+        )?;
+        let panels = body.split_evenly((1, figures.len()));
+        let (lo, hi) = (
+            keys.iter().copied().min().unwrap_or(0) - 5,
+            keys.iter().copied().max().unwrap_or(100) + 5,
+        );
+        for (panel, (name, f)) in panels.iter().zip(figures) {
+            let values = points.iter().flatten().map(|p| f(&p.1));
+            let (min, max) = values.fold((f64::MAX, 0.0f64), |(a, b), v| (a.min(v), b.max(v)));
+            let (min, max) = if max > 0.0 {
+                (min.max(0.1) / 1.5, max * 1.5)
+            } else {
+                (1.0, 10.0)
+            };
+            let mut chart = ChartBuilder::on(panel)
+                .caption(format!("{name} latency, µs"), ("sans-serif", 15))
+                .margin(8)
+                .x_label_area_size(34)
+                .y_label_area_size(52)
+                .build_cartesian_2d(
+                    (lo..hi).with_key_points(keys.clone()),
+                    (min..max).log_scale(),
+                )?;
+            chart
+                .configure_mesh()
+                .x_desc("offered load, % of max")
+                .x_label_formatter(&|v| format!("{v}%"))
+                .y_label_formatter(&|v| us_label(*v))
+                .light_line_style(RGBColor(240, 240, 240))
+                .draw()?;
+            for (s, line) in points.iter().enumerate() {
+                let colour = COLOURS[s % COLOURS.len()];
+                let width = if s == 0 { 3 } else { 2 };
+                let xy: Vec<(i32, f64)> = line.iter().map(|(x, v)| (*x, f(v))).collect();
+                chart.draw_series(LineSeries::new(
+                    xy.iter().copied(),
+                    colour.stroke_width(width),
+                ))?;
+                chart.draw_series(
+                    xy.iter()
+                        .map(|&p| Circle::new(p, width + 1, colour.filled())),
+                )?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The header of a line chart: its title, a note, one swatch per server.
+fn legend(header: &Area<'_>, servers: &[String], title: &str, note: &str) -> DrawResult {
+    header.draw(&Text::new(
+        title.to_string(),
+        (12, 8),
+        ("sans-serif", 17).into_font().color(&BLACK),
+    ))?;
+    header.draw(&Text::new(
+        note.to_string(),
+        (12, 30),
+        ("sans-serif", 13).into_font().color(&RGBColor(80, 80, 80)),
+    ))?;
+    let mut x = 12;
+    for (s, name) in servers.iter().enumerate() {
+        let colour = COLOURS[s % COLOURS.len()];
+        header.draw(&PathElement::new(
+            vec![(x, 60), (x + 24, 60)],
+            colour.stroke_width(if s == 0 { 4 } else { 2 }),
+        ))?;
+        header.draw(&Circle::new((x + 12, 60), 4, colour.filled()))?;
+        header.draw(&Text::new(
+            name.clone(),
+            (x + 30, 53),
+            ("sans-serif", 14).into_font().color(&BLACK),
+        ))?;
+        x += 40 + 8 * name.chars().count() as i32 + 24;
     }
     Ok(())
 }
@@ -302,8 +414,8 @@ mod tests {
             counts: vec![1, 2],
             scenarios: SCENARIOS.iter().collect(),
             samples: vec![
-                vec![vec![vec![s(100.0)]; 4], vec![vec![s(180.0)]; 4]],
-                vec![vec![vec![s(90.0)]; 4], vec![vec![Err("x".into())]; 4]],
+                vec![vec![vec![s(100.0)]; 5], vec![vec![s(180.0)]; 5]],
+                vec![vec![vec![s(90.0)]; 5], vec![vec![Err("x".into())]; 5]],
             ],
         };
         let svg = scaling(&r, &[2], "test").unwrap();
@@ -313,6 +425,15 @@ mod tests {
         assert_eq!(short(1_460_000.0), "1.5M");
         assert_eq!(short(150_000.0), "150K");
         assert_eq!(short(6.49), "6.5");
+        assert_eq!(
+            [
+                us_label(250.0),
+                us_label(2500.0),
+                us_label(20_000.0),
+                us_label(1.2e6)
+            ],
+            ["250µs", "2.5ms", "20ms", "1.2s"]
+        );
         let out = Outcome {
             results: r,
             quiet: Quiet::default(),
@@ -323,6 +444,7 @@ mod tests {
                 rss_kib: 4198.4,
                 baseline_kib: 2662.4,
             }),
+            latency: None,
         };
         let svg = bars(&out).unwrap();
         for text in [

@@ -21,12 +21,24 @@
 //! | [`cpus`], [`host`] | CPU lists; the machine, `/proc`, and small shared helpers |
 //!
 //! The load generator is its own program (`src/bin/loadgen.rs`), pinned to
-//! other CPUs than the server. The chaos soak (`src/bin/soak.rs`) is not
+//! other CPUs than the server; its loads other than the closed loop are
+//! here, where they can be tested:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`openloop`] | a fixed rate of requests, latency from each one's intended send time, in an HdrHistogram |
+//! | [`churn`] | connect, one echo, close, in a loop |
+//! | [`lines`] | the lines every load sends and checks |
+//!
+//! The chaos soak (`src/bin/soak.rs`) is not
 //! part of this library.
 
 pub mod chart;
+pub mod churn;
 pub mod cpus;
 pub mod host;
+pub mod lines;
+pub mod openloop;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -20,6 +20,10 @@ pub enum Mode {
     /// `make bench-compare`: reactor-echo beside its peers, at each core
     /// count, in interleaved rounds.
     Compare,
+    /// `make bench-latency`: reactor-echo beside its peers at one core
+    /// count, each server's maximum measured closed-loop, then latency
+    /// open-loop at fixed fractions of it.
+    Latency,
 }
 
 impl Mode {
@@ -28,6 +32,7 @@ impl Mode {
         match self {
             Mode::Alone => "bench",
             Mode::Compare => "compare",
+            Mode::Latency => "latency",
         }
     }
 
@@ -35,6 +40,7 @@ impl Mode {
         match self {
             Mode::Alone => "bench",
             Mode::Compare => "bench-compare",
+            Mode::Latency => "bench-latency",
         }
     }
 
@@ -43,6 +49,7 @@ impl Mode {
         match self {
             Mode::Alone => "## reactor-echo alone (`make bench`)",
             Mode::Compare => "## Scaling, side by side (`make bench-compare`)",
+            Mode::Latency => "## Latency at a fixed offered rate (`make bench-latency`)",
         }
     }
 }
@@ -54,9 +61,13 @@ pub const USAGE: &str = "usage: bench [compare] [--cores \"1 2\"] [--server-cpus
                        by kind where perf or strace is there, RSS, [--idle N] idle connections (10000)
   bench compare [...]  side by side (make bench-compare): 3 rounds; [--servers NAME,...]
                        [--server NAME=CMD]... [--peer-dir DIR] [--syscalls]
+  bench latency [...]  open-loop latency (make bench-latency): each server's maximum
+                       closed-loop (ping-pong), then 25, 50, 75, 90% of it offered open-loop,
+                       latency from each line's intended send time; one core count, 3 rounds;
+                       [--servers NAME,...] [--server NAME=CMD]... [--peer-dir DIR]
   bench perf           CPU profile of reactor-echo under pipelined load (make perf)
 servers: reactor-echo, tokio-current, tokio-multi, thread-per-conn, go-tutorial
-scenarios (--only): ping-pong, pipelined, c1000, bulk";
+scenarios (--only): ping-pong, pipelined, c1000, bulk, churn";
 
 /// The command line, read.
 #[derive(Default)]
@@ -160,8 +171,16 @@ pub fn parse_args(mode: Mode, argv: &[String]) -> Result<Args, String> {
     if a.rounds == 0 || a.tries == 0 {
         return Err("--rounds and --tries must be at least 1".into());
     }
-    if alone && a.cores.as_ref().is_some_and(|c| c.len() > 1) {
-        return Err("`bench` measures one core count; `bench compare` several".into());
+    if mode != Mode::Compare && a.cores.as_ref().is_some_and(|c| c.len() > 1) {
+        return Err(
+            "`bench` and `bench latency` measure one core count; `bench compare` several".into(),
+        );
+    }
+    if mode == Mode::Latency && (!a.only.is_empty() || a.syscalls) {
+        return Err(format!(
+            "`bench latency` runs its own load (`{}` closed-loop, then open-loop) and counts no syscalls",
+            scenario::LATENCY_BASE
+        ));
     }
     if let Some(w) = a
         .only
@@ -213,7 +232,7 @@ impl Plan {
         let allowed = cpus::allowed();
         let counts = match &args.cores {
             Some(c) => c.clone(),
-            None if mode == Mode::Alone => vec![1],
+            None if mode != Mode::Compare => vec![1],
             None => cpus::default_counts(allowed.len()),
         };
         let max_n = counts.iter().copied().max().unwrap_or(1);
@@ -276,6 +295,7 @@ impl Plan {
         let chart_name = match mode {
             Mode::Alone => "benchmarks.svg",
             Mode::Compare => "benchmarks-scaling.svg",
+            Mode::Latency => "benchmarks-latency.svg",
         };
         let first = outs
             .first()
@@ -286,7 +306,10 @@ impl Plan {
             skipped,
             server_sets: counts.iter().map(|&n| server_cpus[..n].to_vec()).collect(),
             counts,
-            scenarios: scenario::matching(&args.only),
+            scenarios: match mode {
+                Mode::Latency => vec![scenario::latency_base()],
+                _ => scenario::matching(&args.only),
+            },
             load: Load {
                 loadgen,
                 client_cpus: cpus::format_list(&client_cpus),
@@ -403,8 +426,8 @@ fn servers(mode: Mode, args: &Args) -> Result<(Vec<Spec>, Vec<String>), String> 
     ];
     let asked = match (mode, &args.servers) {
         (Mode::Alone, _) => vec!["reactor-echo".to_string()],
-        (Mode::Compare, Some(names)) => names.clone(),
-        (Mode::Compare, None) => table.iter().map(|t| t.0.to_string()).collect(),
+        (_, Some(names)) => names.clone(),
+        (_, None) => table.iter().map(|t| t.0.to_string()).collect(),
     };
     if let Some(name) = asked.iter().find(|n| !table.iter().any(|t| t.0 == *n)) {
         return Err(format!("no server named {name}\n{USAGE}"));
@@ -469,11 +492,12 @@ fn command(
 ) -> String {
     if !args.extra.is_empty() {
         let mut cmd = String::from("target/release/bench");
-        for a in (mode == Mode::Compare)
-            .then_some("compare")
-            .into_iter()
-            .chain(argv.iter().map(String::as_str))
-        {
+        let sub = match mode {
+            Mode::Alone => None,
+            Mode::Compare => Some("compare"),
+            Mode::Latency => Some("latency"),
+        };
+        for a in sub.into_iter().chain(argv.iter().map(String::as_str)) {
             cmd.push(' ');
             cmd.push_str(&quote(a));
         }
@@ -560,6 +584,20 @@ mod tests {
         assert!(args(Mode::Alone, "--servers|tokio-multi").is_err());
         assert!(args(Mode::Alone, "--cores|1 2").is_err());
         assert!(args(Mode::Alone, "--cores|2").is_ok());
+    }
+
+    #[test]
+    fn latency_flags() {
+        let a = args(Mode::Latency, "--servers|reactor-echo,tokio-multi").unwrap();
+        assert_eq!((a.rounds, a.syscalls, a.idle), (3, false, 0));
+        assert!(
+            args(Mode::Latency, "--cores|1 2").is_err(),
+            "one core count"
+        );
+        assert!(args(Mode::Latency, "--only|bulk").is_err(), "its own load");
+        assert!(args(Mode::Latency, "--syscalls").is_err());
+        assert_eq!(Mode::Latency.key(), "latency");
+        assert_eq!(Mode::Latency.make_target(), "bench-latency");
     }
 
     #[test]

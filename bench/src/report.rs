@@ -10,7 +10,7 @@ use crate::cpus;
 use crate::host::{self, thousands};
 use crate::plan::{Mode, Plan};
 use crate::run::Outcome;
-use crate::scenario::Scenario;
+use crate::scenario::{Kind, Scenario};
 use crate::server::Sample;
 use crate::syscalls::{self, Syscalls};
 
@@ -34,6 +34,13 @@ pub struct Summary {
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    pub max_us: f64,
+    /// Open loop: the rate asked for and the rate sent (see [`Sample`]).
+    pub target_per_s: f64,
+    pub offered_per_s: f64,
+    pub lag_p99_us: f64,
+    /// Open loop: lines never answered, over every round.
+    pub unanswered: u64,
     pub syscalls: Option<Syscalls>,
     pub rss_kib: f64,
     /// (max − min) ÷ median of msgs/s over the rounds.
@@ -75,6 +82,11 @@ pub fn summarize(rounds: &[Result<Sample, String>]) -> Option<Summary> {
         p50_us: pick(&|s| Some(s.p50_us))?,
         p99_us: pick(&|s| Some(s.p99_us))?,
         p999_us: pick(&|s| Some(s.p999_us))?,
+        max_us: pick(&|s| Some(s.max_us))?,
+        target_per_s: pick(&|s| Some(s.target_per_s))?,
+        offered_per_s: pick(&|s| Some(s.offered_per_s))?,
+        lag_p99_us: pick(&|s| Some(s.lag_p99_us))?,
+        unanswered: good.iter().map(|s| s.unanswered).sum(),
         syscalls: calls
             .iter()
             .copied()
@@ -403,6 +415,8 @@ pub fn compare_markdown(plan: &Plan, out: &Outcome, stamp: &str, chart: Option<&
         let _ = writeln!(w);
     }
 
+    churn_table(w, r);
+
     if let Some(counter) = plan.load.counter {
         let _ = writeln!(
             w,
@@ -428,6 +442,247 @@ pub fn compare_markdown(plan: &Plan, out: &Outcome, stamp: &str, chart: Option<&
         let _ = writeln!(
             w,
             "![msgs/s and CPU µs/msg against server cores, every server side by side]({chart})"
+        );
+    }
+    md
+}
+
+/// The churn scenario's figures per connection, where it ran: connections
+/// per second, the server's CPU and syscalls per connection.
+fn churn_table(w: &mut String, r: &Results) {
+    let Some(k) = r.scenarios.iter().position(|sc| sc.kind == Kind::Churn) else {
+        return;
+    };
+    let _ = writeln!(
+        w,
+        "{}: per connection, where a message above is a connection (the server's CPU \
+         and syscalls over the whole run, warm-up included, ÷ every connection):\n\n\
+         | server | cores | connections/s | server CPU µs/connection | syscalls/connection | connect to echo p99 µs |\n\
+         |---|---:|---:|---:|---:|---:|",
+        r.scenarios[k].title
+    );
+    for (s, name) in r.servers.iter().enumerate() {
+        for (c, &n) in r.counts.iter().enumerate() {
+            match r.summary(s, c, k) {
+                Some(x) => {
+                    let calls = x
+                        .syscalls
+                        .map_or("-".into(), |c| format!("{:.2}", c.total()));
+                    let _ = writeln!(
+                        w,
+                        "| {name} | {n} | {} | {:.2} | {calls} | {} |",
+                        thousands(x.msgs_per_s),
+                        x.cpu_us_per_msg,
+                        thousands(x.p99_us)
+                    );
+                }
+                None => {
+                    let _ = writeln!(w, "| {name} | {n} | failed | | | |");
+                }
+            }
+        }
+    }
+    let _ = writeln!(w);
+}
+
+/// Every failed open-loop round of `make bench-latency`.
+fn open_failures(out: &Outcome) -> Vec<String> {
+    let Some(lat) = &out.latency else {
+        return Vec::new();
+    };
+    let mut v = Vec::new();
+    for (s, name) in out.results.servers.iter().enumerate() {
+        for (j, level) in lat.levels.iter().enumerate() {
+            for e in lat.open[s][j].iter().filter_map(|r| r.as_ref().err()) {
+                v.push(format!("{name}, {:.0}% load: {e}", level * 100.0));
+            }
+        }
+    }
+    v
+}
+
+/// The best (lowest) of `f` over the servers but the first, at `level`,
+/// and whose it is.
+fn best_peer(out: &Outcome, level: usize, f: impl Fn(&Summary) -> f64) -> Option<(f64, String)> {
+    let lat = out.latency.as_ref()?;
+    (1..out.results.servers.len())
+        .filter_map(|s| {
+            Some((
+                f(&summarize(&lat.open[s][level])?),
+                out.results.servers[s].clone(),
+            ))
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+}
+
+/// The section of `make bench-latency`: each server's maximum, then the
+/// latency percentiles at each offered load, and the target of issue 18.
+pub fn latency_markdown(plan: &Plan, out: &Outcome, stamp: &str, chart: Option<&str>) -> String {
+    let mut md = String::new();
+    let w = &mut md;
+    let r = &out.results;
+    let Some(lat) = &out.latency else {
+        return md;
+    };
+    let base = r.scenarios[0];
+    let k = plan.load.clients;
+    let levels: Vec<String> = lat
+        .levels
+        .iter()
+        .map(|l| format!("{:.0}", l * 100.0))
+        .collect();
+    let _ = writeln!(w, "Measured {stamp}, with\n\n    {}\n", plan.command);
+    let _ = writeln!(
+        w,
+        "{}. Each round, each server in turn (the order turned by one each round), pinned to \
+         {}, with {k} load-generator process{} on {}: first its maximum, `{}` ({}) closed-loop \
+         for {} s after {} s of warm-up; then, on the same server, {}% of that maximum offered \
+         open-loop over the same {} connections: lines of {} B sent on a fixed schedule, spread \
+         round-robin over the connections, whatever comes back, each latency counted from the \
+         line's intended send time (so that a server which falls behind shows it as latency, \
+         not as fewer requests: no coordinated omission) into an HdrHistogram; {} s after {} s \
+         of warm-up, the echoes still out waited for up to 2 s. Figures: medians of the rounds, \
+         each percentile on its own.\n",
+        match plan.rounds {
+            1 => "One round".to_string(),
+            n => format!("Median of {n} interleaved rounds"),
+        },
+        cpu_words(&plan.server_sets[0]),
+        if k == 1 { "" } else { "es" },
+        cpu_words(&plan.client_cpus),
+        base.key,
+        base.title,
+        plan.load.secs,
+        plan.load.warmup,
+        levels.join(", "),
+        base.conns,
+        base.size,
+        plan.load.secs,
+        plan.load.warmup,
+    );
+    shared_note(w, plan);
+    for s in &plan.skipped {
+        let _ = writeln!(w, "Not run: {s}.\n");
+    }
+    let _ = writeln!(
+        w,
+        "| server | max msgs/s (closed loop) | load | offered msgs/s | echoed msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | sender lag p99 µs |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for (s, name) in r.servers.iter().enumerate() {
+        let max = r.summary(s, 0, 0);
+        for (j, level) in lat.levels.iter().enumerate() {
+            let (who, top) = match j {
+                0 => (
+                    name.as_str(),
+                    max.as_ref()
+                        .map_or("failed".into(), |m| thousands(m.msgs_per_s)),
+                ),
+                _ => ("", String::new()),
+            };
+            let _ = write!(w, "| {who} | {top} | {:.0}% |", level * 100.0);
+            let Some(x) = summarize(&lat.open[s][j]) else {
+                let _ = writeln!(w, " failed | | | | | | |");
+                continue;
+            };
+            // Bold: the lowest of the column at this load.
+            let lowest = |f: &dyn Fn(&Summary) -> f64| {
+                (0..r.servers.len())
+                    .filter_map(|o| summarize(&lat.open[o][j]))
+                    .map(|o| f(&o))
+                    .fold(f64::MAX, f64::min)
+            };
+            let cell = |v: f64, f: &dyn Fn(&Summary) -> f64| {
+                let b = if v <= lowest(f) { "**" } else { "" };
+                format!("{b}{}{b}", thousands(v))
+            };
+            let lost = match x.unanswered {
+                0 => String::new(),
+                n => format!(" ({n} never answered)"),
+            };
+            let _ = writeln!(
+                w,
+                " {} | {}{lost} | {} | {} | {} | {} | {} |",
+                thousands(x.offered_per_s),
+                thousands(x.msgs_per_s),
+                cell(x.p50_us, &|o| o.p50_us),
+                cell(x.p99_us, &|o| o.p99_us),
+                cell(x.p999_us, &|o| o.p999_us),
+                cell(x.max_us, &|o| o.max_us),
+                thousands(x.lag_p99_us),
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "\nLoad: the offered rate as a share of the server's own maximum, measured in the same \
+         round. Bold: the lowest latency of each load. Sender lag: how late the load generator \
+         sent its lines behind the schedule (p99); where it is more than a few µs the load \
+         generator itself fell behind, and the latencies include that delay (they count from \
+         the intended time either way), for every server alike.\n"
+    );
+    // Issue 18's target: reactor-echo's p99 and p99.9 at 90% no worse than the best peer's.
+    if let Some(j) = lat.levels.iter().position(|l| (*l - 0.9).abs() < 1e-9) {
+        let mine = summarize(&lat.open[0][j]);
+        let p99 = best_peer(out, j, |x| x.p99_us);
+        let p999 = best_peer(out, j, |x| x.p999_us);
+        if let (Some(m), Some(p99), Some(p999)) = (mine, p99, p999) {
+            let verdict = |a: f64, b: f64| if a <= b { "**met**" } else { "**missed**" };
+            let _ = writeln!(
+                w,
+                "Target (issue 18), {}'s p99 and p99.9 at 90% load no worse than the best peer's: \
+                 p99 {} µs against {} µs ({}), {} ({:.2}×); p99.9 {} µs against {} µs ({}), {} ({:.2}×).\n",
+                r.servers[0],
+                thousands(m.p99_us),
+                thousands(p99.0),
+                p99.1,
+                verdict(m.p99_us, p99.0),
+                m.p99_us / p99.0,
+                thousands(m.p999_us),
+                thousands(p999.0),
+                p999.1,
+                verdict(m.p999_us, p999.0),
+                m.p999_us / p999.0,
+            );
+        }
+    }
+    // The rounds themselves at the highest load: how far apart they are.
+    if let Some(j) = lat.levels.len().checked_sub(1) {
+        let per: Vec<String> = r
+            .servers
+            .iter()
+            .enumerate()
+            .map(|(s, name)| {
+                let rounds: Vec<String> = lat.open[s][j]
+                    .iter()
+                    .map(|x| x.as_ref().map_or("failed".into(), |x| thousands(x.p99_us)))
+                    .collect();
+                format!("{name} {}", rounds.join(", "))
+            })
+            .collect();
+        let _ = writeln!(
+            w,
+            "p99 at {:.0}% load, round by round (µs): {}.\n",
+            lat.levels[j] * 100.0,
+            per.join("; ")
+        );
+    }
+    notes(w, plan, out);
+    let failures = open_failures(out);
+    if !failures.is_empty() {
+        let _ = writeln!(
+            w,
+            "Open-loop rounds that failed (left out of the medians):\n"
+        );
+        for f in failures {
+            let _ = writeln!(w, "- {f}");
+        }
+        let _ = writeln!(w);
+    }
+    if let Some(chart) = chart {
+        let _ = writeln!(
+            w,
+            "![p50, p99, p99.9 and max latency against offered load, every server side by side]({chart})"
         );
     }
     md
@@ -499,6 +754,7 @@ pub fn publish(plan: &Plan, out: &Outcome) -> bool {
     let markdown = |chart: Option<&str>| match plan.mode {
         Mode::Alone => alone_markdown(plan, out, &stamp, chart),
         Mode::Compare => compare_markdown(plan, out, &stamp, chart),
+        Mode::Latency => latency_markdown(plan, out, &stamp, chart),
     };
     println!("{}", markdown(None));
     let mut ok = true;
@@ -515,6 +771,12 @@ pub fn publish(plan: &Plan, out: &Outcome) -> bool {
                     "make bench-compare: every server against its core count ({machine}, {date})"
                 );
                 chart::scaling(&out.results, &shared, &title)
+            }
+            Mode::Latency => {
+                let title = format!(
+                    "make bench-latency: latency against offered load, open loop ({machine}, {date})"
+                );
+                chart::latency(out, &title)
             }
         };
         let written = svg.and_then(|svg| {
@@ -537,7 +799,7 @@ pub fn publish(plan: &Plan, out: &Outcome) -> bool {
         Ok(()) => eprintln!("bench: every round's figures: {}", plan.raw.display()),
         Err(e) => eprintln!("bench: cannot write {}: {e}", plan.raw.display()),
     }
-    let failures = out.results.failures().len();
+    let failures = out.results.failures().len() + open_failures(out).len();
     if failures > 0 {
         fail(format!("{failures} round(s) failed"));
     }
@@ -667,6 +929,7 @@ mod tests {
             },
             raw: String::new(),
             idle: None,
+            latency: None,
         }
     }
 
@@ -696,12 +959,12 @@ mod tests {
             vec![1, 2],
             vec![
                 vec![
-                    vec![vec![sample(100.0, 5.0)]; 4],
-                    vec![vec![sample(180.0, 5.0)]; 4],
+                    vec![vec![sample(100.0, 5.0)]; 5],
+                    vec![vec![sample(180.0, 5.0)]; 5],
                 ],
                 vec![
-                    vec![vec![sample(50.0, 10.0)]; 4],
-                    vec![vec![sample(90.0, 9.0)]; 4],
+                    vec![vec![sample(50.0, 10.0)]; 5],
+                    vec![vec![sample(90.0, 9.0)]; 5],
                 ],
             ],
         );
@@ -736,7 +999,7 @@ mod tests {
             rss_kib: 2662.4,
             ..Sample::default()
         };
-        let mut out = outcome(&["reactor-echo"], vec![1], vec![vec![vec![vec![Ok(m)]; 4]]]);
+        let mut out = outcome(&["reactor-echo"], vec![1], vec![vec![vec![vec![Ok(m)]; 5]]]);
         out.idle = Some(Idle {
             conns: 10_000,
             echoed: 10_000,
@@ -751,6 +1014,130 @@ mod tests {
         assert!(md.contains("| ping-pong, 50 conns × 1 line of 64 B | 145,964 | 323 | 673 | 2217 | 6.49 | 2.071 | 1.000 | 1.000 | 0.071 | 0.000 | 2.6 | 0 |"), "{md}");
         assert!(md.contains("| 10,000 idle connections (each echoed one line: 10,000 ok) | | | | | | | | | | | 4.1 (at start: 2.6) | |"), "{md}");
         assert!(md.ends_with("![benchmark chart](benchmarks.svg)\n"));
+    }
+
+    /// An open-loop sample at `rate` with these percentiles.
+    fn open(rate: f64, p50: f64, p99: f64, p999: f64) -> Result<Sample, String> {
+        Ok(Sample {
+            msgs_per_s: rate,
+            target_per_s: rate,
+            offered_per_s: rate,
+            p50_us: p50,
+            p99_us: p99,
+            p999_us: p999,
+            max_us: p999 * 2.0,
+            lag_p99_us: 4.0,
+            ..Sample::default()
+        })
+    }
+
+    /// `make bench-latency`'s outcome for two servers, three rounds each.
+    pub(crate) fn latency_outcome(mine_p99_at_90: f64) -> Outcome {
+        let servers = ["reactor-echo", "tokio-multi"];
+        let base = crate::scenario::latency_base();
+        let mut out = outcome(
+            &servers,
+            vec![1],
+            vec![
+                vec![vec![vec![sample(300_000.0, 3.0); 3]]],
+                vec![vec![vec![sample(200_000.0, 4.0); 3]]],
+            ],
+        );
+        out.results.scenarios = vec![base];
+        let levels = crate::scenario::LEVELS.to_vec();
+        let mine: Vec<Rounds> = levels
+            .iter()
+            .map(|l| {
+                let p99 = if *l > 0.8 { mine_p99_at_90 } else { 100.0 * l };
+                vec![open(300_000.0 * l, 40.0, p99, 900.0); 3]
+            })
+            .collect();
+        let theirs: Vec<Rounds> = levels
+            .iter()
+            .map(|l| {
+                let mut r = vec![open(200_000.0 * l, 50.0, 200.0 * l, 1000.0); 3];
+                r[1] = Err("boom".into());
+                r
+            })
+            .collect();
+        out.latency = Some(crate::run::Latency {
+            levels,
+            open: vec![mine, theirs],
+        });
+        out
+    }
+
+    #[test]
+    fn latency_table_and_target() {
+        let mut plan = plan(
+            Mode::Latency,
+            &["reactor-echo", "tokio-multi"],
+            vec![1],
+            vec![vec![1]],
+        );
+        plan.scenarios = vec![crate::scenario::latency_base()];
+        plan.rounds = 3;
+        let md = latency_markdown(
+            &plan,
+            &latency_outcome(150.0),
+            "today on a box",
+            Some("l.svg"),
+        );
+        assert!(md.contains("| server | max msgs/s (closed loop) | load | offered msgs/s | echoed msgs/s | p50 µs | p99 µs | p99.9 µs | max µs | sender lag p99 µs |"), "{md}");
+        assert!(md.contains("| reactor-echo | 300,000 | 25% | 75,000 | 75,000 | **40** | **25** | **900** | **1,800** | 4 |"), "{md}");
+        assert!(
+            md.contains(
+                "| tokio-multi | 200,000 | 25% | 50,000 | 50,000 | 50 | 50 | 1,000 | 2,000 | 4 |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("|  |  | 90% | 270,000 | 270,000 | **40** | **150** |"),
+            "{md}"
+        );
+        assert!(md.contains("p99 150 µs against 180 µs (tokio-multi), **met** (0.83×); p99.9 900 µs against 1,000 µs (tokio-multi), **met** (0.90×)."), "{md}");
+        assert!(md.contains("- tokio-multi, 90% load: boom"), "{md}");
+        assert!(md.contains("p99 at 90% load, round by round (µs): reactor-echo 150, 150, 150; tokio-multi 180, failed, 180."), "{md}");
+        assert!(md.ends_with("(l.svg)\n"));
+        let md = latency_markdown(&plan, &latency_outcome(181.0), "today", None);
+        assert!(
+            md.contains("p99 181 µs against 180 µs (tokio-multi), **missed** (1.01×)"),
+            "{md}"
+        );
+        let svg = chart::latency(&latency_outcome(150.0), "t").unwrap();
+        assert!(
+            svg.contains("p99.9 latency") && svg.contains("90%") && svg.contains("tokio-multi")
+        );
+    }
+
+    #[test]
+    fn churn_is_told_per_connection() {
+        let servers = ["reactor-echo", "tokio-current"];
+        let mut churn = Sample {
+            msgs_per_s: 13_000.0,
+            cpu_us_per_msg: 43.3,
+            p99_us: 900.0,
+            syscalls: Some(Syscalls([10.1, 2.0, 1.0, 1.0, 1.0])),
+            ..Sample::default()
+        };
+        let mut cells = |cpu: f64| {
+            churn.cpu_us_per_msg = cpu;
+            let mut row = vec![vec![sample(1.0, 1.0)]; 5];
+            row[4] = vec![Ok(churn.clone())];
+            vec![row]
+        };
+        let out = outcome(&servers, vec![1], vec![cells(43.3), cells(45.5)]);
+        let plan = plan(Mode::Compare, &servers, vec![1], vec![vec![1]]);
+        let md = compare_markdown(&plan, &out, "today", None);
+        assert!(md.contains("| server | cores | connections/s | server CPU µs/connection | syscalls/connection | connect to echo p99 µs |"), "{md}");
+        assert!(
+            md.contains("| reactor-echo | 1 | 13,000 | 43.30 | 10.10 | 900 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| tokio-current | 1 | 13,000 | 45.50 | 10.10 | 900 |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use rustix::process::Signal;
 
 use crate::host::{self, parse_kv};
-use crate::scenario::Scenario;
+use crate::openloop;
+use crate::scenario::{Kind, Scenario};
 use crate::syscalls::{Counter, Counting, Syscalls};
 
 /// How the load is driven: the same for every server.
@@ -37,10 +38,25 @@ pub struct Load {
 pub struct Sample {
     pub msgs_per_s: f64,
     pub cpu_us_per_msg: f64,
-    /// Round trips: the worst of the load generators' percentiles.
+    /// Round trips: closed loop, the worst of the load generators'
+    /// percentiles; open loop, the percentiles of their merged histograms,
+    /// from each line's intended send time; churn, connect to echo.
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
+    /// The slowest (open loop and churn).
+    pub max_us: f64,
+    /// Open loop: the rate asked for, and the rate sent in the measuring
+    /// window (0 for the other loads).
+    pub target_per_s: f64,
+    pub offered_per_s: f64,
+    /// Open loop: how late the load generator sent (p99 of its lag behind
+    /// the schedule, the worst process), in µs: above a few µs, the load
+    /// generator itself did not keep up.
+    pub lag_p99_us: f64,
+    /// Open loop: lines sent in the window whose echo never came back
+    /// (each counted in the latencies with the time it had waited).
+    pub unanswered: u64,
     /// Echoed lines that differed from what was sent.
     pub errors: u64,
     /// The server's syscalls per message, where they were counted.
@@ -124,6 +140,64 @@ impl Running {
 
     /// Runs one scenario against the server and measures it.
     pub fn measure(&mut self, sc: &Scenario, load: &Load) -> Result<Sample, String> {
+        let (secs, warmup) = (load.secs.to_string(), load.warmup.to_string());
+        self.drive(sc.conns, load, |conns| {
+            let mut a = match sc.kind {
+                Kind::Closed => vec!["--depth".to_string(), sc.depth.to_string()],
+                Kind::Churn => vec!["--churn".to_string()],
+            };
+            a.extend(
+                [
+                    "--conns",
+                    &conns.to_string(),
+                    "--size",
+                    &sc.size.to_string(),
+                ]
+                .map(String::from),
+            );
+            a.extend(["--secs", &secs, "--warmup", &warmup].map(String::from));
+            a
+        })
+    }
+
+    /// Offers `rate` lines a second, open loop, over the connections of
+    /// `sc` (their lines' size too), and measures the latency of each from
+    /// its intended send time.
+    pub fn measure_open(
+        &mut self,
+        sc: &Scenario,
+        rate: f64,
+        load: &Load,
+    ) -> Result<Sample, String> {
+        let k = load.clients.clamp(1, sc.conns) as f64;
+        let (secs, warmup) = (load.secs.to_string(), load.warmup.to_string());
+        self.drive(sc.conns, load, |conns| {
+            [
+                "--conns",
+                &conns.to_string(),
+                "--size",
+                &sc.size.to_string(),
+                "--rate",
+                &format!("{:.3}", rate / k),
+                "--secs",
+                &secs,
+                "--warmup",
+                &warmup,
+            ]
+            .map(String::from)
+            .to_vec()
+        })
+    }
+
+    /// Starts K load generators on `conns` connections split between them
+    /// (`args` says what each of them does with its share), waits for
+    /// them, and measures the server meanwhile.
+    fn drive(
+        &mut self,
+        conns: usize,
+        load: &Load,
+        args: impl Fn(usize) -> Vec<String>,
+    ) -> Result<Sample, String> {
         let pid = self.pid();
         let counting = load.counter.and_then(|c| Counting::start(c, pid));
         let before = host::cpu_seconds(pid);
@@ -134,17 +208,13 @@ impl Running {
             .collect();
         let others_before = host::others_cpu(&ours);
         let started = Instant::now();
-        let k = load.clients.clamp(1, sc.conns);
+        let k = load.clients.clamp(1, conns);
         let loadgens: Vec<Child> = (0..k)
             .map(|i| {
                 // Connections split as evenly as they go: 1000 over 3 is 334, 333, 333.
-                let conns = sc.conns / k + usize::from(i < sc.conns % k);
+                let share = conns / k + usize::from(i < conns % k);
                 self.loadgen(load)
-                    .args(["--conns", &conns.to_string()])
-                    .args(["--depth", &sc.depth.to_string()])
-                    .args(["--size", &sc.size.to_string()])
-                    .args(["--secs", &load.secs.to_string()])
-                    .args(["--warmup", &load.warmup.to_string()])
+                    .args(args(share))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .spawn()
@@ -159,13 +229,12 @@ impl Running {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Err(format!("server exited during the run: {status}"));
         }
-        let mut sample = Sample::default();
-        let mut total = 0.0;
+        let mut stdouts = Vec::new();
         for out in outputs {
             let out = out.map_err(|e| format!("loadgen: {e}"))?;
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let kv = parse_kv(stdout.lines().last().unwrap_or(""));
-            if !out.status.success() || !kv.contains_key("msgs_per_s") {
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            let last = parse_kv(stdout.lines().last().unwrap_or(""));
+            if !out.status.success() || !last.contains_key("msgs_per_s") {
                 let err = String::from_utf8_lossy(&out.stderr);
                 let tail: String = err.trim().chars().rev().take(200).collect();
                 return Err(format!(
@@ -174,16 +243,9 @@ impl Running {
                     tail.chars().rev().collect::<String>()
                 ));
             }
-            let get = |k: &str| kv.get(k).copied().unwrap_or(0.0);
-            sample.msgs_per_s += get("msgs_per_s");
-            sample.p50_us = sample.p50_us.max(get("p50_us"));
-            sample.p99_us = sample.p99_us.max(get("p99_us"));
-            sample.p999_us = sample.p999_us.max(get("p999_us"));
-            sample.errors += get("errors") as u64;
-            total += get("total_msgs");
+            stdouts.push(stdout);
         }
-        let total = f64::max(total, 1.0);
-        sample.cpu_us_per_msg = cpu * 1e6 / total;
+        let (mut sample, total) = combine(&stdouts, cpu)?;
         sample.other_cpus = (others / wall).max(0.0);
         sample.syscalls = counted.map(|s| s.per(total));
         sample.rss_kib = host::rss_kib(pid);
@@ -231,11 +293,99 @@ impl Running {
     }
 }
 
+/// The load generators' outputs, one each, as one sample: rates and counts
+/// summed; percentiles from their merged histograms where they printed them
+/// (the open loop), else the worst of theirs; the server's `cpu` seconds
+/// divided by every message of the run (every connection, for churn).
+/// Returns the sample and that count.
+pub fn combine(stdouts: &[String], cpu: f64) -> Result<(Sample, f64), String> {
+    let mut sample = Sample::default();
+    let mut total = 0.0;
+    let mut merged = openloop::histogram();
+    let mut histograms = 0;
+    for stdout in stdouts {
+        for line in stdout.lines().filter(|l| l.starts_with("hist=")) {
+            openloop::decode_into(line, &mut merged)?;
+            histograms += 1;
+        }
+        let kv = parse_kv(stdout.lines().last().unwrap_or(""));
+        let get = |k: &str| kv.get(k).copied().unwrap_or(0.0);
+        sample.msgs_per_s += get("msgs_per_s");
+        sample.target_per_s += get("target_per_s");
+        sample.offered_per_s += get("offered_per_s");
+        sample.p50_us = sample.p50_us.max(get("p50_us"));
+        sample.p99_us = sample.p99_us.max(get("p99_us"));
+        sample.p999_us = sample.p999_us.max(get("p999_us"));
+        sample.max_us = sample.max_us.max(get("max_us"));
+        sample.lag_p99_us = sample.lag_p99_us.max(get("lag_p99_us"));
+        sample.unanswered += get("unanswered") as u64;
+        sample.errors += get("errors") as u64;
+        total += get("total_msgs");
+    }
+    if histograms == stdouts.len() && !merged.is_empty() {
+        sample.p50_us = openloop::quantile_us(&merged, 0.5);
+        sample.p99_us = openloop::quantile_us(&merged, 0.99);
+        sample.p999_us = openloop::quantile_us(&merged, 0.999);
+        sample.max_us = merged.max() as f64 / 1000.0;
+    }
+    let total = f64::max(total, 1.0);
+    sample.cpu_us_per_msg = cpu * 1e6 / total;
+    Ok((sample, total))
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn churn_figures_are_per_connection() {
+        // Two load generators' churn lines; the server used 1.2 s of CPU.
+        let a = "msgs_per_s=6000 conns_per_s=6000 p50_us=90.0 p99_us=300.0 p999_us=900.0 \
+                 max_us=2000.0 errors=0 total_msgs=27000 total_conns=27000";
+        let b = "msgs_per_s=5000 conns_per_s=5000 p50_us=80.0 p99_us=400.0 p999_us=800.0 \
+                 max_us=1500.0 errors=1 total_msgs=21000 total_conns=21000";
+        let (s, total) = combine(&[a.to_string(), b.to_string()], 1.2).unwrap();
+        assert_eq!(s.msgs_per_s, 11_000.0, "connections/s, summed");
+        assert_eq!(total, 48_000.0, "every connection, warm-up included");
+        assert!(
+            (s.cpu_us_per_msg - 25.0).abs() < 1e-9,
+            "1.2 s ÷ 48,000 connections"
+        );
+        assert_eq!((s.p99_us, s.max_us, s.errors), (400.0, 2000.0, 1));
+    }
+
+    #[test]
+    fn open_loop_percentiles_come_from_the_merged_histograms() {
+        let line = |values: &[u64], rate: f64| {
+            let mut h = openloop::histogram();
+            for &v in values {
+                h.record(v).unwrap();
+            }
+            format!(
+                "{}\nmsgs_per_s={rate} offered_per_s={rate} target_per_s={rate} p50_us=1 p99_us=1 \
+                 p999_us=1 max_us=1 lag_p99_us=3.5 unanswered=0 errors=0 total_msgs=100",
+                openloop::encode(&h)
+            )
+        };
+        // One process saw 99 fast lines, the other one slow one: merged,
+        // the max is the slow one and the median a fast one.
+        let fast: Vec<u64> = vec![10_000; 99];
+        let (s, _) = combine(&[line(&fast, 500.0), line(&[50_000_000], 500.0)], 0.001).unwrap();
+        assert_eq!(
+            (s.msgs_per_s, s.target_per_s, s.offered_per_s),
+            (1000.0, 1000.0, 1000.0)
+        );
+        assert!((s.p50_us - 10.0).abs() < 0.01, "{}", s.p50_us);
+        assert!((s.max_us - 50_000.0).abs() < 50.0, "{}", s.max_us);
+        assert!((s.cpu_us_per_msg - 5.0).abs() < 1e-9);
     }
 }

@@ -3,16 +3,17 @@
 //! ```text
 //! bench [FLAGS]            # reactor-echo alone, with RSS, idle connections, syscalls by kind
 //! bench compare [FLAGS]    # reactor-echo beside its peers, at each server core count
+//! bench latency [FLAGS]    # open-loop latency at 25-90% of each server's maximum, beside the peers
 //! bench perf               # CPU profile of reactor-echo under pipelined load
 //! ```
 //!
-//! Both measuring modes are one tool on the `reactor_echo_bench` library:
+//! The three measuring modes are one tool on the `reactor_echo_bench` library:
 //! plan (the flags, checked), run (the rounds), report (stdout, a section
 //! of `docs/benchmarks.md` between its markers, a chart, every round's
 //! figures in a TSV file beside this binary). `bench --help` lists the
 //! flags; docs/benchmarks.md says what each figure means. It does not
-//! build: `make bench` and `make bench-compare` build reactor-echo,
-//! `loadgen` and (for compare) the peers first. Exits 1 if a round failed
+//! build: `make bench`, `make bench-compare` and `make bench-latency` build
+//! reactor-echo, `loadgen` and (but for `make bench`) the peers first. Exits 1 if a round failed
 //! or an echo came back wrong, 2 on bad usage.
 
 use std::process::{Command, ExitCode, Stdio};
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     match argv.first().map(String::as_str) {
         Some("perf") => perf_profile(),
         Some("compare") => measure(Mode::Compare, &argv[1..]),
+        Some("latency") => measure(Mode::Latency, &argv[1..]),
         _ => measure(Mode::Alone, &argv),
     }
 }

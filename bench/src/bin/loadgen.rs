@@ -2,16 +2,25 @@
 //!
 //! ```text
 //! loadgen ADDR --conns C --depth D --size BYTES --secs S [--warmup S]
+//! loadgen ADDR --conns C --size BYTES --rate R --secs S [--warmup S] [--drain S]
+//! loadgen ADDR --churn --conns C --size BYTES --secs S [--warmup S]
 //! loadgen ADDR --idle N [--hold S]
 //! ```
 //!
-//! The first form keeps D lines in flight on each of C connections: each
-//! echoed line is checked byte for byte against what was sent, and answered
-//! with a new one. The second opens N connections, echoes one line on each,
-//! and holds them open (for measuring memory per idle connection).
+//! The first form, the closed loop, keeps D lines in flight on each of C
+//! connections: each echoed line is checked byte for byte against what was
+//! sent, and answered with a new one. The second, the open loop, sends R
+//! lines a second over the C connections on a fixed schedule whatever comes
+//! back, and measures each from its intended send time
+//! (`reactor_echo_bench::openloop`); it also prints its HdrHistogram's
+//! buckets (`hist=`), for the driver to merge those of several processes.
+//! The third connects, echoes one line and closes, C connections at a time
+//! (`reactor_echo_bench::churn`). The last opens N connections, echoes one
+//! line on each, and holds them open (for measuring memory per idle
+//! connection).
 //!
-//! Prints one line of `key=value` figures on stdout, for the driver to parse.
-//! A client, like the server it measures, on one mio event loop.
+//! Prints one line of `key=value` figures on stdout, last, for the driver
+//! to parse. A client, like the server it measures, on one mio event loop.
 
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind, Read, Write};
@@ -21,6 +30,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use reactor_echo_bench::lines::push_line;
+use reactor_echo_bench::{churn, openloop};
 
 struct Args {
     addr: SocketAddr,
@@ -31,11 +42,15 @@ struct Args {
     warmup: f64,
     idle: usize,
     hold: f64,
+    /// Open loop: lines per second (0: the closed loop).
+    rate: f64,
+    drain: f64,
+    churn: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
-    let addr = args.next().ok_or("usage: loadgen ADDR [--conns C --depth D --size B --secs S --warmup S | --idle N --hold S]")?;
+    let addr = args.next().ok_or("usage: loadgen ADDR [--conns C --depth D --size B --secs S --warmup S | --rate R --drain S | --churn | --idle N --hold S]")?;
     let mut a = Args {
         addr: addr.parse().map_err(|e| format!("ADDR {addr}: {e}"))?,
         conns: 50,
@@ -45,8 +60,15 @@ fn parse_args() -> Result<Args, String> {
         warmup: 0.5,
         idle: 0,
         hold: 3.0,
+        rate: 0.0,
+        drain: 2.0,
+        churn: false,
     };
     while let Some(flag) = args.next() {
+        if flag == "--churn" {
+            a.churn = true;
+            continue;
+        }
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
         match flag.as_str() {
@@ -57,26 +79,18 @@ fn parse_args() -> Result<Args, String> {
             "--warmup" => a.warmup = value.parse().map_err(|e| bad(&e))?,
             "--idle" => a.idle = value.parse().map_err(|e| bad(&e))?,
             "--hold" => a.hold = value.parse().map_err(|e| bad(&e))?,
+            "--rate" => a.rate = value.parse().map_err(|e| bad(&e))?,
+            "--drain" => a.drain = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if a.size < 16 {
         return Err("--size must be at least 16 bytes".into());
     }
-    Ok(a)
-}
-
-/// Appends line `k` of connection `conn`: `conn:k:` then letters, then
-/// '\n', `size` bytes in all. Unique, so a misrouted or reordered echo shows.
-fn push_line(out: &mut Vec<u8>, conn: usize, k: u64, size: usize) {
-    let start = out.len();
-    write!(out, "{conn}:{k}:").expect("write to Vec");
-    let mut i = 0;
-    while out.len() - start < size - 1 {
-        out.push(b'a' + ((k as usize + i) % 26) as u8);
-        i += 1;
+    if a.rate < 0.0 || (a.rate > 0.0 && a.churn) {
+        return Err("--rate must be positive, and is not for --churn".into());
     }
-    out.push(b'\n');
+    Ok(a)
 }
 
 struct Conn {
@@ -254,6 +268,33 @@ fn run_load(a: &Args) -> io::Result<()> {
     Ok(())
 }
 
+fn run_open(a: &Args) -> io::Result<()> {
+    let out = openloop::run(&openloop::Config {
+        addr: a.addr,
+        conns: a.conns,
+        size: a.size,
+        rate: a.rate,
+        warmup: a.warmup,
+        secs: a.secs,
+        drain: a.drain,
+    })?;
+    println!("{}", openloop::encode(&out.tally.latency));
+    println!("{}", out.tally.line(a.rate, a.secs, out.errors));
+    Ok(())
+}
+
+fn run_churn(a: &Args) -> io::Result<()> {
+    let tally = churn::run(&churn::Config {
+        addr: a.addr,
+        slots: a.conns,
+        size: a.size,
+        warmup: a.warmup,
+        secs: a.secs,
+    })?;
+    println!("{}", tally.line(a.secs));
+    Ok(())
+}
+
 fn run_idle(a: &Args) -> io::Result<()> {
     let mut held = Vec::with_capacity(a.idle);
     let mut ok = 0;
@@ -285,6 +326,10 @@ fn main() -> ExitCode {
     raise_fd_limit();
     let result = if args.idle > 0 {
         run_idle(&args)
+    } else if args.churn {
+        run_churn(&args)
+    } else if args.rate > 0.0 {
+        run_open(&args)
     } else {
         run_load(&args)
     };
@@ -294,22 +339,5 @@ fn main() -> ExitCode {
             eprintln!("loadgen: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::push_line;
-
-    #[test]
-    fn lines_have_the_asked_size_and_are_unique() {
-        let mut a = Vec::new();
-        push_line(&mut a, 3, 7, 64);
-        assert_eq!(a.len(), 64);
-        assert!(a.starts_with(b"3:7:") && a.ends_with(b"\n"));
-        assert_eq!(a.iter().filter(|&&b| b == b'\n').count(), 1);
-        let mut b = Vec::new();
-        push_line(&mut b, 3, 8, 64);
-        assert_ne!(a, b);
     }
 }

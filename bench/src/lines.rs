@@ -1,0 +1,54 @@
+//! The lines every load sends: unique, of an asked size, so that a
+//! misrouted, lost or reordered echo shows when it is checked byte for byte.
+
+use std::io::Write as _;
+
+/// Appends line `k` of connection `conn`: `conn:k:` then letters, then
+/// '\n', `size` bytes in all (at least 16).
+pub fn push_line(out: &mut Vec<u8>, conn: usize, k: u64, size: usize) {
+    let start = out.len();
+    write!(out, "{conn}:{k}:").expect("write to Vec");
+    let mut i = 0;
+    while out.len() - start < size - 1 {
+        out.push(b'a' + ((k as usize + i) % 26) as u8);
+        i += 1;
+    }
+    out.push(b'\n');
+}
+
+/// Takes every complete line off the front of `input`, calling `each` with
+/// it ('\n' included), and keeps the partial rest.
+pub fn take_lines(input: &mut Vec<u8>, mut each: impl FnMut(&[u8])) {
+    let mut consumed = 0;
+    while let Some(nl) = input[consumed..].iter().position(|&b| b == b'\n') {
+        each(&input[consumed..consumed + nl + 1]);
+        consumed += nl + 1;
+    }
+    input.drain(..consumed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_have_the_asked_size_and_are_unique() {
+        let mut a = Vec::new();
+        push_line(&mut a, 3, 7, 64);
+        assert_eq!(a.len(), 64);
+        assert!(a.starts_with(b"3:7:") && a.ends_with(b"\n"));
+        assert_eq!(a.iter().filter(|&&b| b == b'\n').count(), 1);
+        let mut b = Vec::new();
+        push_line(&mut b, 3, 8, 64);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn partial_lines_wait() {
+        let mut input = b"ab\ncd\nef".to_vec();
+        let mut got = Vec::new();
+        take_lines(&mut input, |l| got.push(l.to_vec()));
+        assert_eq!(got, vec![b"ab\n".to_vec(), b"cd\n".to_vec()]);
+        assert_eq!(input, b"ef");
+    }
+}
