@@ -9,7 +9,7 @@
 //! CPU time and syscalls by every connection of the run, warm-up included,
 //! as it divides them by messages elsewhere.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use crate::lines::push_line;
+use crate::lines::{push_line, read_available};
 use crate::openloop::{histogram, quantile_us};
 
 /// One churn run.
@@ -168,20 +168,12 @@ pub fn run(c: &Config) -> io::Result<Tally> {
             if !(event.is_readable() || event.is_read_closed()) || !slot.sent {
                 continue;
             }
-            loop {
-                match slot.stream.read(&mut buf) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            ErrorKind::UnexpectedEof,
-                            "server closed before the echo",
-                        ));
-                    }
-                    Ok(n) => slot.input.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            read_available(
+                &mut slot.stream,
+                &mut buf,
+                &mut slot.input,
+                &"before the echo",
+            )?;
             if slot.input.len() < slot.line.len() {
                 continue;
             }
@@ -223,17 +215,7 @@ mod tests {
 
     #[test]
     fn connections_come_and_go_against_a_real_server() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for s in listener.incoming() {
-                let mut s = s.unwrap();
-                std::thread::spawn(move || {
-                    let mut r = s.try_clone().unwrap();
-                    let _ = std::io::copy(&mut r, &mut s);
-                });
-            }
-        });
+        let addr = crate::lines::echo_server_for_tests();
         let c = Config {
             addr,
             slots: 4,

@@ -1,7 +1,7 @@
 //! The lines every load sends: unique, of an asked size, so that a
 //! misrouted, lost or reordered echo shows when it is checked byte for byte.
 
-use std::io::Write as _;
+use std::io::{self, ErrorKind, Read, Write as _};
 
 /// Appends line `k` of connection `conn`: `conn:k:` then letters, then
 /// '\n', `size` bytes in all (at least 16).
@@ -25,6 +25,49 @@ pub fn take_lines(input: &mut Vec<u8>, mut each: impl FnMut(&[u8])) {
         consumed += nl + 1;
     }
     input.drain(..consumed);
+}
+
+/// Reads everything `stream` has now (edge-triggered: until `WouldBlock`)
+/// onto the end of `input`. The server closing is an error: a load's
+/// connections never expect it. `what` names the connection in that error.
+pub fn read_available(
+    stream: &mut impl Read,
+    buf: &mut [u8],
+    input: &mut Vec<u8>,
+    what: &dyn std::fmt::Display,
+) -> io::Result<()> {
+    loop {
+        match stream.read(buf) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    ErrorKind::UnexpectedEof,
+                    format!("{what}: server closed"),
+                ));
+            }
+            Ok(n) => input.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A thread-per-connection echo server on a free loopback port, for the
+/// tests of the loads (it runs until the test process ends).
+#[cfg(test)]
+pub(crate) fn echo_server_for_tests() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let mut s = s.unwrap();
+            std::thread::spawn(move || {
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+            });
+        }
+    });
+    addr
 }
 
 #[cfg(test)]

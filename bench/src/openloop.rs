@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use rustix::time::{
     timerfd_settime,
 };
 
-use crate::lines::{push_line, take_lines};
+use crate::lines::{push_line, read_available, take_lines};
 
 /// One request of the schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -410,20 +410,12 @@ pub fn run(c: &Config) -> io::Result<Outcome> {
             if !(event.is_readable() || event.is_read_closed()) {
                 continue;
             }
-            loop {
-                match conn.stream.read(&mut buf) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            ErrorKind::UnexpectedEof,
-                            format!("conn {id}: server closed"),
-                        ));
-                    }
-                    Ok(n) => conn.input.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            read_available(
+                &mut conn.stream,
+                &mut buf,
+                &mut conn.input,
+                &format!("conn {id}"),
+            )?;
             let now = Instant::now();
             let Conn {
                 input,
@@ -575,17 +567,7 @@ mod tests {
 
     #[test]
     fn echoes_come_back_on_schedule_from_a_real_server() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            for s in listener.incoming() {
-                let mut s = s.unwrap();
-                std::thread::spawn(move || {
-                    let mut r = s.try_clone().unwrap();
-                    let _ = std::io::copy(&mut r, &mut s);
-                });
-            }
-        });
+        let addr = crate::lines::echo_server_for_tests();
         let c = Config {
             addr,
             conns: 4,

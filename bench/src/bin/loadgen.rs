@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use reactor_echo_bench::lines::push_line;
+use reactor_echo_bench::lines::{push_line, read_available};
 use reactor_echo_bench::{churn, openloop};
 
 struct Args {
@@ -196,20 +196,7 @@ fn run_load(a: &Args) -> io::Result<()> {
             if !(event.is_readable() || event.is_read_closed()) {
                 continue;
             }
-            loop {
-                match c.stream.read(&mut buf) {
-                    Ok(0) => {
-                        return Err(io::Error::new(
-                            ErrorKind::UnexpectedEof,
-                            format!("conn {id}: server closed"),
-                        ));
-                    }
-                    Ok(n) => c.input.extend_from_slice(&buf[..n]),
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            read_available(&mut c.stream, &mut buf, &mut c.input, &format!("conn {id}"))?;
             let now = Instant::now();
             let mut consumed = 0;
             let mut answered = 0;
