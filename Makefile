@@ -41,6 +41,13 @@ SYSCALLS ?=
 MAX_OTHER ?= 0.3
 TRIES ?= 3
 
+# The integration suites whose servers start through the harness's
+# `Server::start` (tests/common), which adds `--workers 2` when
+# REACTOR_ECHO_TEST_WORKERS=2: `make test` runs them once more that way.
+# The others start their servers themselves; tests/workers.rs checks that
+# this list names every suite that calls `Server::start`.
+WORKERS_AGAIN = backpressure cli drain echo framing_modes limits load observe
+
 help:  ## List the targets
 	@# The help texts name variables as $$(NAME): print their values instead.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -55,12 +62,12 @@ run:  ## Build release and serve on $(ADDR) (talk to it: nc 127.0.0.1 8000)
 build:  ## Build the release binary (target/release/reactor-echo)
 	$(CARGO) build --release
 
-test:  ## Format check, clippy -D warnings, docs (private items too) without warnings, every test (unit, integration, doc; the integration tests again with --workers 2), a 20 s soak
+test:  ## Format check, clippy -D warnings, docs (private items too) without warnings, every test (unit, integration, doc; the harness's integration suites again with --workers 2), a 20 s soak
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items --quiet
 	$(CARGO) test --workspace
-	REACTOR_ECHO_TEST_WORKERS=2 $(CARGO) test --quiet -p reactor-echo --tests
+	REACTOR_ECHO_TEST_WORKERS=2 $(CARGO) test --quiet -p reactor-echo $(foreach t,$(WORKERS_AGAIN),--test $(t))
 	$(CARGO) build --quiet -p reactor-echo -p reactor-echo-bench --bin reactor-echo --bin soak
 	$(TARGET_DIR)/debug/soak --server $(TARGET_DIR)/debug/reactor-echo --secs 20 -- $(SOAK_ARGS)
 

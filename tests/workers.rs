@@ -3,8 +3,10 @@
 //! says so), one port for all, one drain for all, and the flag itself.
 //!
 //! The rest of the suite also runs with workers: `make test` runs every
-//! integration test again with `REACTOR_ECHO_TEST_WORKERS=2`, which the
-//! harness turns into `--workers 2` for every server it starts.
+//! integration suite that starts its servers through the harness again with
+//! `REACTOR_ECHO_TEST_WORKERS=2`, which the harness turns into `--workers 2`
+//! for every server it starts (the Makefile's `WORKERS_AGAIN` lists them;
+//! the last test here keeps that list whole).
 
 mod common;
 
@@ -248,4 +250,40 @@ fn the_connection_cap_counts_every_worker() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Every suite that starts servers through the harness (`Server::start`)
+/// is in the Makefile's `WORKERS_AGAIN`, so that `make test` runs it again
+/// with `--workers 2`; a new suite cannot be left out of that pass.
+#[test]
+fn make_test_runs_every_harness_suite_again_with_workers() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let makefile = std::fs::read_to_string(root.join("Makefile")).unwrap();
+    let listed: Vec<&str> = makefile
+        .lines()
+        .find_map(|l| l.strip_prefix("WORKERS_AGAIN = "))
+        .expect("WORKERS_AGAIN in the Makefile")
+        .split_whitespace()
+        .collect();
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        let Some(name) = path.file_stem().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let is_suite = path.extension().is_some_and(|e| e == "rs");
+        // This suite and reuseport.rs start several workers themselves.
+        if !is_suite || name == "workers" || name == "reuseport" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("Server::start(") && !listed.contains(&name) {
+            missing.push(name.to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "suites that start servers through the harness but are not in the Makefile's WORKERS_AGAIN: {missing:?}"
+    );
+    assert!(listed.len() >= 8, "the list looks cut short: {listed:?}");
 }
