@@ -506,7 +506,7 @@ fn uring_verdict(status: Option<i32>, stderr: &str) -> Result<(), String> {
     match status {
         Some(0) => Ok(()),
         Some(URING_UNAVAILABLE) => Err(format!(
-            "this kernel refuses io_uring ({}; a seccomp filter, sysctl kernel.io_uring_disabled or a kernel before 5.6)",
+            "this kernel refuses io_uring ({}; a seccomp filter, sysctl kernel.io_uring_disabled, or a kernel without io_uring)",
             match said {
                 "" => "io_uring unavailable",
                 s => s,
