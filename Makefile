@@ -98,7 +98,7 @@ peers:  ## Build reactor-echo, the load generator and the peers in release (benc
 		cd bench/peers/go-echo && GOTOOLCHAIN=local GOFLAGS=-mod=mod go build -o $(abspath $(TARGET_DIR))/peers/release/go-echo . ; \
 	else echo "go is not installed: the Go tutorial's server is left out (apt-get install golang-go)"; fi
 
-bench-compare: peers  ## Side by side: reactor-echo, tokio current and multi, thread-per-conn, Go's (if go is installed), $(ROUNDS) interleaved rounds of $(BENCH_SECS) s per server core count, medians, the churn scenario's connections/s and CPU per connection too -> docs/benchmarks.md, docs/benchmarks-scaling.svg (CORES, SERVER_CPUS, CLIENT_CPUS, CLIENTS, SERVERS, ONLY, SYSCALLS, MAX_OTHER, TRIES)
+bench-compare: peers  ## Side by side: reactor-echo, tokio current and multi, thread-per-conn, Go's (if go is installed), monoio (io_uring, where the kernel allows it), $(ROUNDS) interleaved rounds of $(BENCH_SECS) s per server core count, medians, the churn scenario's connections/s and CPU per connection too -> docs/benchmarks.md, docs/benchmarks-scaling.svg (CORES, SERVER_CPUS, CLIENT_CPUS, CLIENTS, SERVERS, ONLY, SYSCALLS, MAX_OTHER, TRIES)
 	$(TARGET_DIR)/release/bench compare --peer-dir $(TARGET_DIR)/peers/release --cores "$(CORES)" \
 		--server-cpus "$(SERVER_CPUS)" --client-cpus "$(CLIENT_CPUS)" --clients "$(CLIENTS)" \
 		--rounds "$(ROUNDS)" --secs "$(BENCH_SECS)" --servers "$(SERVERS)" --only "$(ONLY)" \

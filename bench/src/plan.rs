@@ -66,7 +66,7 @@ pub const USAGE: &str = "usage: bench [compare] [--cores \"1 2\"] [--server-cpus
                        latency from each line's intended send time; one core count, 3 rounds;
                        [--servers NAME,...] [--server NAME=CMD]... [--peer-dir DIR]
   bench perf           CPU profile of reactor-echo under pipelined load (make perf)
-servers: reactor-echo, tokio-current, tokio-multi, thread-per-conn, go-tutorial
+servers: reactor-echo, tokio-current, tokio-multi, thread-per-conn, go-tutorial, monoio
 scenarios (--only): ping-pong, pipelined, c1000, bulk, churn";
 
 /// The command line, read.
@@ -423,6 +423,11 @@ fn servers(mode: Mode, args: &Args) -> Result<(Vec<Spec>, Vec<String>), String> 
             peers,
         ),
         ("go-tutorial", format!("{} {{addr}}", p("go-echo")), go),
+        (
+            "monoio",
+            format!("{} {{addr}} --threads {{cpus}}", p("monoio-echo")),
+            peers,
+        ),
     ];
     let asked = match (mode, &args.servers) {
         (Mode::Alone, _) => vec!["reactor-echo".to_string()],
@@ -438,7 +443,16 @@ fn servers(mode: Mode, args: &Args) -> Result<(Vec<Spec>, Vec<String>), String> 
     for (name, cmd, why) in table.iter().filter(|t| asked.iter().any(|n| n == t.0)) {
         let argv: Vec<String> = cmd.split_whitespace().map(String::from).collect();
         let missing = format!("{name}: {} is not built; {why}", program(&argv).display());
+        let refused = match *name {
+            "monoio" if program(&argv).exists() => probe_io_uring(program(&argv)).err(),
+            _ => None,
+        };
         match program(&argv).exists() {
+            // The kernel refuses io_uring: left out, even when asked for by
+            // name (a container's policy never fails a run).
+            true if refused.is_some() => {
+                skipped.push(format!("{name}: {}", refused.unwrap_or_default()))
+            }
             true => specs.push(Spec {
                 name: name.to_string(),
                 argv,
@@ -465,6 +479,44 @@ fn servers(mode: Mode, args: &Args) -> Result<(Vec<Spec>, Vec<String>), String> 
         return Err("no server to measure".into());
     }
     Ok((specs, skipped))
+}
+
+/// The status `monoio-echo` exits with where the kernel refuses io_uring
+/// (EX_TEMPFAIL), after a line that starts `io_uring unavailable:`.
+pub const URING_UNAVAILABLE: i32 = 75;
+
+/// Asks `monoio-echo --probe` whether this kernel gives it a ring:
+/// `Err(why)` where it does not, and the peer is left out.
+fn probe_io_uring(peer: &Path) -> Result<(), String> {
+    match std::process::Command::new(peer).arg("--probe").output() {
+        Ok(out) => uring_verdict(out.status.code(), &String::from_utf8_lossy(&out.stderr)),
+        Err(e) => Err(format!("{} --probe: {e}", peer.display())),
+    }
+}
+
+/// What `monoio-echo --probe` said, as a verdict: its exit status (`None`:
+/// killed by a signal) and its standard error.
+fn uring_verdict(status: Option<i32>, stderr: &str) -> Result<(), String> {
+    let said = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    match status {
+        Some(0) => Ok(()),
+        Some(URING_UNAVAILABLE) => Err(format!(
+            "this kernel refuses io_uring ({}; a seccomp filter, sysctl kernel.io_uring_disabled, or a kernel without io_uring)",
+            match said {
+                "" => "io_uring unavailable",
+                s => s,
+            }
+        )),
+        Some(code) => Err(format!("its io_uring probe failed (exit {code}: {said})")),
+        None => Err(format!(
+            "its io_uring probe was killed by a signal ({said})"
+        )),
+    }
 }
 
 /// Quotes `s` for a shell if it needs it.
@@ -598,6 +650,21 @@ mod tests {
         assert!(args(Mode::Latency, "--syscalls").is_err());
         assert_eq!(Mode::Latency.key(), "latency");
         assert_eq!(Mode::Latency.make_target(), "bench-latency");
+    }
+
+    #[test]
+    fn a_refused_ring_leaves_monoio_out() {
+        assert_eq!(uring_verdict(Some(0), ""), Ok(()));
+        let why = uring_verdict(
+            Some(URING_UNAVAILABLE),
+            "io_uring unavailable: io_uring_setup: Operation not permitted (os error 1)\n",
+        )
+        .unwrap_err();
+        assert!(why.starts_with("this kernel refuses io_uring (io_uring unavailable: io_uring_setup: Operation not permitted"), "{why}");
+        // Any other failure of the probe leaves it out too, saying so.
+        let why = uring_verdict(Some(101), "thread 'main' panicked\n").unwrap_err();
+        assert!(why.contains("probe failed (exit 101"), "{why}");
+        assert!(uring_verdict(None, "").unwrap_err().contains("signal"));
     }
 
     #[test]

@@ -282,7 +282,7 @@ pub fn compare_markdown(plan: &Plan, out: &Outcome, stamp: &str, chart: Option<&
         w,
         "{}; each scenario runs {} s after {} s of warm-up, \
          driven by {k} load-generator process{} on {} (the connections split between them, \
-         msgs/s summed). Server CPUs: {}. reactor-echo runs `--workers N` and tokio-multi \
+         msgs/s summed). Server CPUs: {}. reactor-echo runs `--workers N`, tokio-multi and monoio \
          `--threads N`; the other peers are only pinned to the N CPUs. CPU µs/msg: the \
          server's user + system time, every thread, over the whole run (warm-up included) \
          per message echoed. Every echoed byte is checked.\n",
