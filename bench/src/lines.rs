@@ -52,6 +52,27 @@ pub fn read_available(
     }
 }
 
+/// Writes `output[*written..]` to `stream` until it is all written (then
+/// empties `output`) or the socket is full; the rest waits for the next
+/// writable event.
+pub fn write_pending(
+    stream: &mut impl io::Write,
+    output: &mut Vec<u8>,
+    written: &mut usize,
+) -> io::Result<()> {
+    while *written < output.len() {
+        match stream.write(&output[*written..]) {
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    output.clear();
+    *written = 0;
+    Ok(())
+}
+
 /// A thread-per-connection echo server on a free loopback port, for the
 /// tests of the loads (it runs until the test process ends).
 #[cfg(test)]

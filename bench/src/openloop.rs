@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::io::{self, ErrorKind, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use rustix::time::{
     timerfd_settime,
 };
 
-use crate::lines::{push_line, read_available, take_lines};
+use crate::lines::{push_line, read_available, take_lines, write_pending};
 
 /// One request of the schedule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -271,17 +271,7 @@ struct Conn {
 
 impl Conn {
     fn flush(&mut self) -> io::Result<()> {
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.output.clear();
-        self.written = 0;
-        Ok(())
+        write_pending(&mut self.stream, &mut self.output, &mut self.written)
     }
 }
 

@@ -23,14 +23,14 @@
 //! to parse. A client, like the server it measures, on one mio event loop.
 
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use reactor_echo_bench::lines::{push_line, read_available};
+use reactor_echo_bench::lines::{push_line, read_available, write_pending};
 use reactor_echo_bench::{churn, openloop};
 
 struct Args {
@@ -112,17 +112,7 @@ impl Conn {
 
     /// Writes what is pending until done or the socket is full.
     fn flush(&mut self) -> io::Result<()> {
-        while self.written < self.output.len() {
-            match self.stream.write(&self.output[self.written..]) {
-                Ok(n) => self.written += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        self.output.clear();
-        self.written = 0;
-        Ok(())
+        write_pending(&mut self.stream, &mut self.output, &mut self.written)
     }
 }
 
