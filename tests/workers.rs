@@ -202,10 +202,37 @@ fn only_the_coordinator_takes_signals() {
     roundtrip(&mut c, b"up\n", b"up\n");
     // Bit n-1 for signal n: HUP 1, INT 2, QUIT 3, USR1 10, TERM 15.
     let stop_and_usr1: u64 = [1, 2, 3, 10, 15].iter().map(|n| 1 << (n - 1)).sum();
+    let tasks = format!("/proc/{}/task", server.pid());
+    let names = || -> Vec<(std::path::PathBuf, String)> {
+        std::fs::read_dir(&tasks)
+            .unwrap()
+            .map(|t| {
+                let t = t.unwrap().path();
+                let name = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
+                (t, name)
+            })
+            .collect()
+    };
+    // A thread names itself (and sets its signal mask) only once it runs:
+    // a worker that has not yet run shows the process's name, with the
+    // all-blocked mask glibc starts every new thread with. One echo does
+    // not wait for that, so wait here until both workers have named
+    // themselves.
+    let give_up = Instant::now() + PATIENCE;
+    while names()
+        .iter()
+        .filter(|(_, n)| n.starts_with("worker-"))
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < give_up,
+            "the workers never named themselves"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let mut workers = 0;
-    for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
-        let task = task.unwrap().path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+    for (task, name) in names() {
         let status = std::fs::read_to_string(task.join("status")).unwrap();
         let blocked = status
             .lines()
