@@ -9,32 +9,13 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 fn start() -> Server {
-    let path = PathBuf::from(BIN)
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join("raw_epoll");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/raw_epoll.rs");
-    let how = "plain `cargo test` builds it, or `cargo build --example raw_epoll`";
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} missing: {how}", path.display()));
-    // `cargo test --test raw_epoll` alone does not rebuild examples.
-    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
-        assert!(
-            built >= edited,
-            "{} is older than its source: {how}",
-            path.display()
-        );
-    }
-    let mut cmd = Command::new(path);
+    let mut cmd = Command::new(example("raw_epoll"));
     cmd.args(["--listen", "127.0.0.1:0"]);
     Server::spawn(cmd)
 }

@@ -274,15 +274,6 @@ fn listen_fds_for_another_process_is_ignored() {
     server.stop_expecting(0);
 }
 
-/// The next datagram on `socket`, as text.
-fn next_notification(socket: &UnixDatagram) -> String {
-    let mut buf = [0u8; 4096];
-    let n = socket
-        .recv(&mut buf)
-        .expect("a notification within PATIENCE");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
 #[test]
 fn notifies_ready_status_and_stopping() {
     let path = scratch("notify.sock");

@@ -6,42 +6,11 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::*;
 
 const REUSEPORT: [&str; 4] = ["--workers", "2", "--accept", "reuseport"];
-
-/// Asks for the stats and returns the `workers:` line that answers.
-fn spread_line(server: &Server) -> String {
-    let before = server.log().matches("workers: ").count();
-    server.signal(Signal::USR1);
-    let give_up = Instant::now() + PATIENCE;
-    loop {
-        let log = server.log();
-        if log.matches("workers: ").count() > before {
-            return log
-                .lines()
-                .rfind(|l| l.contains("workers: "))
-                .unwrap()
-                .into();
-        }
-        assert!(Instant::now() < give_up, "no stats line:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The per-worker list `name=[a b c]` of a `workers:` line.
-fn per_worker(line: &str, name: &str) -> Vec<u64> {
-    let start = line.find(&format!("{name}=[")).expect(name) + name.len() + 2;
-    let end = start + line[start..].find(']').unwrap();
-    line[start..end]
-        .split(' ')
-        .map(|n| n.parse().unwrap())
-        .collect()
-}
 
 /// Runs `reactor-echo ARGS` to its exit: the status and stderr.
 fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
@@ -71,16 +40,7 @@ fn the_connection_cap_is_one_for_the_process() {
     assert!(server.log().contains("rejected=3"), "{}", server.log());
     // A place freed on either worker lets the next one in.
     drop(served.pop());
-    let give_up = Instant::now() + PATIENCE;
-    loop {
-        let mut c = server.connect();
-        c.write_all(b"in\n").unwrap();
-        match read_end(&mut c) {
-            End::Data(d) if d == b"in\n" => break,
-            _ => assert!(Instant::now() < give_up, "the freed place never came back"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    connect_until_served(&server, "the freed place never came back");
 }
 
 #[test]

@@ -10,7 +10,6 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,32 +19,6 @@ use common::*;
 /// on loopback: had the bytes been sent, they would be here within 1 s even
 /// on a loaded machine.
 const STALL: Duration = Duration::from_secs(1);
-
-fn example(name: &str) -> PathBuf {
-    let path = PathBuf::from(BIN)
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples")
-        .join(format!("{name}.rs"));
-    let how = format!("plain `cargo test` builds it, or `cargo build --example {name}`");
-    let built = std::fs::metadata(&path)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} missing: {how}", path.display()));
-    // `cargo test --test tutorial` alone does not rebuild examples: do not
-    // test an old build of a step that has since been edited.
-    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
-        assert!(
-            built >= edited,
-            "{} is older than {}: {how}",
-            path.display(),
-            source.display()
-        );
-    }
-    path
-}
 
 /// Starts a step program on a free port; `Server` waits for its
 /// "listening on ADDR" line and kills it when dropped.

@@ -176,15 +176,6 @@ fn echo_once(addr: SocketAddr, line: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The next datagram on `socket`, as text.
-fn next_notification(socket: &UnixDatagram) -> String {
-    let mut buf = [0u8; 4096];
-    let n = socket
-        .recv(&mut buf)
-        .expect("a notification within PATIENCE");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
 #[test]
 fn three_upgrades_in_a_row_lose_no_connect_and_no_echo() {
     become_subreaper();

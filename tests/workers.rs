@@ -10,37 +10,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Asks for the stats and returns the `workers:` line that answers.
-fn spread_line(server: &Server) -> String {
-    let before = server.log().matches("workers: ").count();
-    server.signal(Signal::USR1);
-    let give_up = Instant::now() + PATIENCE;
-    loop {
-        let log = server.log();
-        if log.matches("workers: ").count() > before {
-            let line = log.lines().rfind(|l| l.contains("workers: ")).unwrap();
-            return line.to_string();
-        }
-        assert!(Instant::now() < give_up, "no stats line:\n{log}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The per-worker list `name=[a b c]` of a `workers:` line.
-fn per_worker(line: &str, name: &str) -> Vec<u64> {
-    let start = line.find(&format!("{name}=[")).expect(name) + name.len() + 2;
-    let end = start + line[start..].find(']').unwrap();
-    line[start..end]
-        .split(' ')
-        .map(|n| n.parse().unwrap())
-        .collect()
-}
 
 #[test]
 fn pipelining_clients_each_get_their_own_bytes_on_every_worker() {
@@ -267,16 +240,7 @@ fn the_connection_cap_counts_every_worker() {
     assert!(server.log().contains("rejected=1"), "{}", server.log());
     // A slot freed on either worker lets the next one in.
     drop(served.pop());
-    let give_up = Instant::now() + PATIENCE;
-    loop {
-        let mut c = server.connect();
-        c.write_all(b"in\n").unwrap();
-        match read_end(&mut c) {
-            End::Data(d) if d == b"in\n" => break,
-            _ => assert!(Instant::now() < give_up, "the freed slot never came back"),
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    connect_until_served(&server, "the freed slot never came back");
 }
 
 /// Every suite that starts servers through the harness (`Server::start`)

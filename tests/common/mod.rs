@@ -4,6 +4,8 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -448,5 +450,85 @@ impl EndlessSender {
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap();
+    }
+}
+
+/// With `--workers`: asks for the stats (SIGUSR1) and returns the
+/// `workers:` line that answers.
+pub fn spread_line(server: &Server) -> String {
+    let before = server.log().matches("workers: ").count();
+    server.signal(Signal::USR1);
+    let give_up = Instant::now() + PATIENCE;
+    loop {
+        let log = server.log();
+        if log.matches("workers: ").count() > before {
+            let line = log.lines().rfind(|l| l.contains("workers: ")).unwrap();
+            return line.to_string();
+        }
+        assert!(Instant::now() < give_up, "no stats line:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The per-worker list `name=[a b c]` of a `workers:` line.
+pub fn per_worker(line: &str, name: &str) -> Vec<u64> {
+    let start = line.find(&format!("{name}=[")).expect(name) + name.len() + 2;
+    let end = start + line[start..].find(']').unwrap();
+    line[start..end]
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+/// The next datagram on `socket` (an sd_notify socket), as text.
+pub fn next_notification(socket: &UnixDatagram) -> String {
+    let mut buf = [0u8; 4096];
+    let n = socket
+        .recv(&mut buf)
+        .expect("a notification within PATIENCE");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The built example `name` (`examples/NAME.rs`), checked to be no older
+/// than its source.
+pub fn example(name: &str) -> PathBuf {
+    let path = PathBuf::from(BIN)
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples")
+        .join(format!("{name}.rs"));
+    let how = format!("plain `cargo test` builds it, or `cargo build --example {name}`");
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} missing: {how}", path.display()));
+    // `cargo test --test tutorial` alone does not rebuild examples: do not
+    // test an old build of a step that has since been edited.
+    if let Ok(edited) = std::fs::metadata(&source).and_then(|m| m.modified()) {
+        assert!(
+            built >= edited,
+            "{} is older than {}: {how}",
+            path.display(),
+            source.display()
+        );
+    }
+    path
+}
+
+/// Connects, sends a line and reads, again and again until the echo
+/// comes back (a place under the connection cap freed up); fails with
+/// `why` after `PATIENCE`.
+pub fn connect_until_served(server: &Server, why: &str) {
+    let give_up = Instant::now() + PATIENCE;
+    loop {
+        let mut c = server.connect();
+        c.write_all(b"in\n").unwrap();
+        match read_end(&mut c) {
+            End::Data(d) if d == b"in\n" => break,
+            _ => assert!(Instant::now() < give_up, "{why}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
