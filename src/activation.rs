@@ -17,8 +17,11 @@
 //! - `LISTEN_FDS=0`: nothing was passed; we bind `--listen`;
 //! - `LISTEN_FDS=1`: fd 3 is ours. It must be a listening TCP socket (IPv4
 //!   or IPv6), or we refuse to start;
-//! - more than one: refused. This server listens on one socket; a `.socket`
-//!   unit for it has one `ListenStream=`;
+//! - `LISTEN_FDS=N`, more than one: fds 3 to 3 + N - 1 are ours, each a
+//!   listening TCP socket as above. Only `--accept reuseport` serves more
+//!   than one, and only N sockets on one address, the members of one
+//!   `SO_REUSEPORT` group: what its live upgrade passes (`main.rs` refuses
+//!   the rest);
 //! - a value that is not a number: refused.
 //!
 //! In every case the variables are removed from our environment, so that
@@ -31,8 +34,9 @@
 //! starts it, so it cannot set `LISTEN_PID`. It sets
 //! `REACTOR_ECHO_UPGRADE=<its own pid>` instead, which holds for the process
 //! whose *parent* has that pid: a process that the new one starts later has
-//! another parent, so the check does what `LISTEN_PID`'s does. With it,
-//! fd 4 is the readiness channel on which the new process says `READY=1`
+//! another parent, so the check does what `LISTEN_PID`'s does. With it, the
+//! descriptor after the last socket (fd 4 after one listener, fd 3 + N after
+//! N) is the readiness channel on which the new process says `READY=1`
 //! (`notify.rs`).
 //!
 //! Why bother: the socket belongs to whoever made it (systemd, say), not
@@ -59,12 +63,14 @@ pub const VARS: [&str; 4] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", UPGRA
 /// What the environment handed us at start.
 #[derive(Debug)]
 pub struct Activation {
-    /// fd 3, now ours, when `LISTEN_FDS=1` and `LISTEN_PID` is our pid; not
-    /// yet checked to be a listening TCP socket ([`listener`] does that).
-    pub fd: Option<OwnedFd>,
-    /// fd 4, now ours, when a live upgrade started us
-    /// (`REACTOR_ECHO_UPGRADE` names our parent): the channel on which to
-    /// tell the old process that we are ready (`notify::to_old_process`).
+    /// fds 3, 4, ..., now ours, when `LISTEN_FDS` is 1 or more and
+    /// `LISTEN_PID` is our pid (empty otherwise); not yet checked to be
+    /// listening TCP sockets ([`listener`] does that).
+    pub fds: Vec<OwnedFd>,
+    /// The descriptor after the last socket, now ours, when a live upgrade
+    /// started us (`REACTOR_ECHO_UPGRADE` names our parent): the channel on
+    /// which to tell the old process that we are ready
+    /// (`notify::to_old_process`).
     pub ready: Option<OwnedFd>,
     /// Things worth a log line: variables that were there but not for us,
     /// or that could not be cleared.
@@ -72,7 +78,7 @@ pub struct Activation {
 }
 
 /// Reads and clears `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`, and
-/// takes fd 3 if they say it is ours. Call it first thing in `main`, before
+/// takes fds 3, 4, ... if they say they are ours. Call it first thing in `main`, before
 /// any thread starts: only then can the variables be cleared (otherwise they
 /// stay, and a note says so).
 ///
@@ -90,31 +96,37 @@ pub fn take_from_env() -> Result<Activation, String> {
         ours: std::process::id(),
         parent: std::os::unix::process::parent_id(),
     };
-    let take_listener = || {
-        sys::take_listen_fd()
-            .map_err(|e| format!("LISTEN_FDS=1, but fd 3 cannot be taken over: {e}"))
+    let take_sockets = |count: usize| {
+        sys::take_listen_fds(count).map_err(|e| {
+            let fds = match count {
+                1 => "fd 3".to_string(),
+                n => format!("fds 3 to {}", sys::LISTEN_FDS_START as usize + n - 1),
+            };
+            format!("LISTEN_FDS={count}, but {fds} cannot be taken over: {e}")
+        })
     };
     match decide(pid, fds, upgrade, ids)? {
         Passed::Nothing(note) => {
             notes.extend(note);
             Ok(Activation {
-                fd: None,
+                fds: Vec::new(),
                 ready: None,
                 notes,
             })
         }
-        Passed::One => Ok(Activation {
-            fd: Some(take_listener()?),
+        Passed::Sockets(count) => Ok(Activation {
+            fds: take_sockets(count)?,
             ready: None,
             notes,
         }),
-        Passed::Upgrade => {
-            let fd = take_listener()?;
-            let ready = sys::take_ready_fd().map_err(|e| {
-                format!("{UPGRADE_VAR} is set, but fd 4 (the readiness channel) cannot be taken over: {e}")
+        Passed::Upgrade(count) => {
+            let fds = take_sockets(count)?;
+            let at = sys::LISTEN_FDS_START + count as i32;
+            let ready = sys::take_ready_fd(at).map_err(|e| {
+                format!("{UPGRADE_VAR} is set, but fd {at} (the readiness channel) cannot be taken over: {e}")
             })?;
             Ok(Activation {
-                fd: Some(fd),
+                fds,
                 ready: Some(ready),
                 notes,
             })
@@ -134,10 +146,11 @@ struct Ids {
 enum Passed {
     /// Nothing for us; maybe a note saying why the variables were ignored.
     Nothing(Option<String>),
-    /// One socket, at fd 3.
-    One,
-    /// A live upgrade: the listener at fd 3, the readiness channel at fd 4.
-    Upgrade,
+    /// This many sockets (at least one), at fds 3, 4, ...
+    Sockets(usize),
+    /// A live upgrade: this many listeners (at least one) at fds 3, 4, ...,
+    /// and the readiness channel right after them.
+    Upgrade(usize),
 }
 
 /// `sd_listen_fds`'s decision, on the values of `LISTEN_PID`, `LISTEN_FDS`
@@ -174,24 +187,29 @@ fn decide(
         0 => Ok(Passed::Nothing(Some(
             "LISTEN_FDS=0: no socket was passed".to_string(),
         ))),
-        1 => Ok(Passed::One),
-        n => Err(format!(
-            "LISTEN_FDS={n}: reactor-echo serves exactly one listening socket \
-             (in a .socket unit: one ListenStream=)"
-        )),
+        n => Ok(Passed::Sockets(n)),
     }
 }
 
-/// `LISTEN_FDS` as a number.
-fn count(fds: &OsString) -> Result<u64, String> {
+/// `LISTEN_FDS` as a number, at most `sys::LISTEN_FDS_MAX`.
+fn count(fds: &OsString) -> Result<usize, String> {
     let text = fds.to_string_lossy();
-    text.trim()
-        .parse::<u64>()
-        .map_err(|_| format!("LISTEN_FDS=`{text}` is not a number of descriptors"))
+    let n = text
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| format!("LISTEN_FDS=`{text}` is not a number of descriptors"))?;
+    if n > sys::LISTEN_FDS_MAX {
+        return Err(format!(
+            "LISTEN_FDS={n}: more sockets than the {} this server takes",
+            sys::LISTEN_FDS_MAX
+        ));
+    }
+    Ok(n)
 }
 
 /// A live upgrade's variables: `REACTOR_ECHO_UPGRADE` must name our parent,
-/// and `LISTEN_FDS` must be 1 (the listener; fd 4 is the channel).
+/// and `LISTEN_FDS` must count the listeners, at least one (the channel is
+/// the descriptor after them).
 fn decide_upgrade(upgrade: OsString, fds: Option<OsString>, parent: u32) -> Result<Passed, String> {
     let text = upgrade.to_string_lossy();
     let Ok(old) = text.trim().parse::<u32>() else {
@@ -205,15 +223,15 @@ fn decide_upgrade(upgrade: OsString, fds: Option<OsString>, parent: u32) -> Resu
         ))));
     }
     match fds.as_ref().map(count).transpose()? {
-        Some(1) => Ok(Passed::Upgrade),
+        Some(n) if n >= 1 => Ok(Passed::Upgrade(n)),
         other => Err(format!(
-            "{UPGRADE_VAR} is set, so LISTEN_FDS must be 1, not {}",
+            "{UPGRADE_VAR} is set, so LISTEN_FDS must count the listeners passed, not {}",
             other.map_or("unset".to_string(), |n| n.to_string())
         )),
     }
 }
 
-/// Checks that `fd` (fd 3, from [`take_from_env`]) is a listening TCP
+/// Checks that `fd` (fd `3 + index`, from [`take_from_env`]) is a listening TCP
 /// socket, IPv4 or IPv6, and readies it for the loop: non-blocking (the loop
 /// must never wait in `accept`) and close-on-exec (no program we might start
 /// inherits it by accident; a deliberate hand-over passes it explicitly).
@@ -223,10 +241,17 @@ fn decide_upgrade(upgrade: OsString, fds: Option<OsString>, parent: u32) -> Resu
 /// The backlog is not ours to set: the socket's maker chose it (a `.socket`
 /// unit's `Backlog=`), so `--backlog` does not apply.
 ///
-/// The error says what fd 3 is instead (exit status 2).
-pub fn listener(fd: OwnedFd, send_buffer: Option<usize>) -> Result<std::net::TcpListener, String> {
+/// The error says what the fd is instead (exit status 2).
+pub fn listener(
+    fd: OwnedFd,
+    index: usize,
+    send_buffer: Option<usize>,
+) -> Result<std::net::TcpListener, String> {
     let socket = Socket::from(fd);
-    let what = "fd 3 (from LISTEN_FDS)";
+    let what = format!(
+        "fd {} (from LISTEN_FDS)",
+        sys::LISTEN_FDS_START as usize + index
+    );
     let kind = match socket.r#type() {
         Ok(kind) => kind,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
@@ -330,11 +355,13 @@ mod tests {
             parent: 7,
         };
         let up = |upgrade, fds| super::decide(None, fds, os(upgrade), ids);
-        assert_eq!(up("7", os("1")), Ok(Passed::Upgrade));
+        assert_eq!(up("7", os("1")), Ok(Passed::Upgrade(1)));
+        // A reuseport group: one listener per worker.
+        assert_eq!(up("7", os("4")), Ok(Passed::Upgrade(4)));
         // Even with a LISTEN_PID left over: the upgrade's variable decides.
         assert_eq!(
             super::decide(os("1"), os("1"), os("7"), ids),
-            Ok(Passed::Upgrade)
+            Ok(Passed::Upgrade(1))
         );
         assert!(matches!(
             up("8", os("1")),
@@ -345,13 +372,14 @@ mod tests {
                 .unwrap_err()
                 .contains("not a process id")
         );
-        assert!(up("7", None).unwrap_err().contains("must be 1, not unset"));
-        assert!(up("7", os("2")).unwrap_err().contains("must be 1, not 2"));
+        assert!(up("7", None).unwrap_err().contains("not unset"));
+        assert!(up("7", os("0")).unwrap_err().contains("not 0"));
     }
 
     #[test]
     fn the_variables_count_only_for_our_pid() {
-        assert_eq!(decide(os("42"), os("1"), 42), Ok(Passed::One));
+        assert_eq!(decide(os("42"), os("1"), 42), Ok(Passed::Sockets(1)));
+        assert_eq!(decide(os("42"), os("3"), 42), Ok(Passed::Sockets(3)));
         assert_eq!(decide(None, None, 42), Ok(Passed::Nothing(None)));
         assert!(matches!(
             decide(os("41"), os("1"), 42),
@@ -365,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_values_and_several_sockets_are_refused() {
+    fn bad_values_are_refused() {
         assert!(
             decide(os("x"), os("1"), 42)
                 .unwrap_err()
@@ -378,9 +406,9 @@ mod tests {
         );
         assert!(decide(os("42"), os("-1"), 42).is_err());
         assert!(
-            decide(os("42"), os("2"), 42)
+            decide(os("42"), os("4097"), 42)
                 .unwrap_err()
-                .contains("exactly one")
+                .contains("more sockets than")
         );
         assert!(matches!(
             decide(os("42"), os("0"), 42),
@@ -401,11 +429,12 @@ mod tests {
             )
             .unwrap();
         listening.listen(8).unwrap();
-        let listener = listener(OwnedFd::from(listening), None).unwrap();
+        let listener = listener(OwnedFd::from(listening), 0, None).unwrap();
         assert!(listener.local_addr().unwrap().ip().is_loopback());
 
         let err = listener_err(OwnedFd::from(tcp()));
         assert!(err.contains("not listening"), "{err}");
+        assert!(err.starts_with("fd 4 (from LISTEN_FDS)"), "{err}");
         let udp = Socket::new(Domain::IPV4, Type::DGRAM, None).unwrap();
         let err = listener_err(OwnedFd::from(udp));
         assert!(err.contains("datagram"), "{err}");
@@ -418,6 +447,6 @@ mod tests {
     }
 
     fn listener_err(fd: OwnedFd) -> String {
-        listener(fd, None).unwrap_err()
+        listener(fd, 1, None).unwrap_err()
     }
 }

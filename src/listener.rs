@@ -121,8 +121,78 @@ pub fn listen_group(
         .ok_or_else(|| io::Error::other("the probe is bound to no IP address"))?;
     let lock = InstanceLock::take(addr)?;
     drop(probe);
-    let mut group = Vec::with_capacity(count);
-    for _ in 0..count {
+    let group = grow_group(Vec::new(), addr, backlog, send_buffer, count)?;
+    debug!("listening on {addr} with {count} reuseport listeners (backlog {backlog} each)");
+    Ok((group, lock))
+}
+
+/// `--accept reuseport` on inherited sockets (socket activation, or a live
+/// upgrade, whose old process passes its group in order): they become the
+/// first members of the group, in their order, and more join them until
+/// there are `count`, one per worker. Fails if they are more than `count`
+/// (a worker would have to serve two), or not all on one address.
+///
+/// `SO_REUSEPORT` is set on each inherited socket first. One made by
+/// systemd without `ReusePort=yes`, or by a lone loop or a coordinator
+/// before an upgrade, has it off, and Linux lets a new socket join a
+/// listening one once it is on: the group is formed as the new socket
+/// listens. No probe and no lock (see [`listen_group`]): the inherited
+/// sockets hold the port, so a second instance's probe fails on them.
+pub fn join_group(
+    inherited: Vec<TcpListener>,
+    backlog: u32,
+    send_buffer: Option<usize>,
+    count: usize,
+) -> io::Result<Vec<TcpListener>> {
+    let passed = inherited.len();
+    if passed > count {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{passed} listeners were passed, a reuseport group of {passed}, and only \
+                 {count} workers would accept from them: start with --workers {passed} or more"
+            ),
+        ));
+    }
+    let Some(first) = inherited.first() else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no listener was passed",
+        ));
+    };
+    let addr = first.local_addr()?;
+    for listener in &inherited {
+        let at = listener.local_addr()?;
+        if at != addr {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "the listeners passed are on {addr} and {at}: a reuseport group serves one address"
+                ),
+            ));
+        }
+        socket2::SockRef::from(listener).set_reuse_port(true)?;
+    }
+    let group = grow_group(inherited, addr, backlog, send_buffer, count)?;
+    debug!(
+        "serving {addr} with {passed} inherited reuseport listeners and {} more",
+        count - passed
+    );
+    Ok(group)
+}
+
+/// Adds listeners on `addr` to `group` (members already, in order) until
+/// it has `count`, then steers the group by CPU over all of them. The
+/// program goes on last, once every member has joined: until then the
+/// index `cpu % count` may name no member yet.
+fn grow_group(
+    mut group: Vec<TcpListener>,
+    addr: SocketAddr,
+    backlog: u32,
+    send_buffer: Option<usize>,
+    count: usize,
+) -> io::Result<Vec<TcpListener>> {
+    while group.len() < count {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
@@ -133,17 +203,12 @@ pub fn listen_group(
         socket.bind(&addr.into())?;
         // The kernel takes the smaller of this and somaxconn, per listener.
         socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-        group.push(socket);
+        group.push(TcpListener::from_std(socket.into()));
     }
     if let Some(first) = group.first() {
         crate::sys::steer_reuseport_by_cpu(first, count as u32)?;
     }
-    debug!("listening on {addr} with {count} reuseport listeners (backlog {backlog} each)");
-    let group = group
-        .into_iter()
-        .map(|socket| TcpListener::from_std(socket.into()))
-        .collect();
-    Ok((group, lock))
+    Ok(group)
 }
 
 /// Held while a reuseport group serves an address: see [`listen_group`].

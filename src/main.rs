@@ -59,7 +59,9 @@ const MAX_WORKERS: usize = 1024;
 /// the listener and, once it is ready, drains (a live upgrade).
 ///
 /// Started with LISTEN_FDS=1 and LISTEN_PID (socket activation), it serves
-/// on the inherited fd 3 and ignores --listen and --backlog. With
+/// on the inherited fd 3 and ignores --listen and --backlog (with
+/// --accept reuseport, on fds 3 to 3+N-1 and as many more listeners as
+/// --workers needs). With
 /// NOTIFY_SOCKET set, it reports READY=1, STATUS and STOPPING=1 (sd_notify).
 ///
 /// Exit status: 0 complete drain, 1 start-up error (or the loop failed),
@@ -104,7 +106,7 @@ struct Cli {
     #[arg(long, value_name = "N|auto", default_value = "1", value_parser = parse_workers)]
     workers: usize,
 
-    /// With --workers: coordinator (one thread accepts and hands each client to the least-loaded worker) or reuseport (each worker accepts from its own SO_REUSEPORT listener, steered by the CPU that took the SYN; no socket activation or live upgrade)
+    /// With --workers: coordinator (one thread accepts and hands each client to the least-loaded worker) or reuseport (each worker accepts from its own SO_REUSEPORT listener, steered by the CPU that took the SYN)
     #[arg(long, value_name = "MODE", default_value = "coordinator")]
     accept: AcceptMode,
 
@@ -274,18 +276,10 @@ fn main() -> ExitCode {
             .exit();
     }
     init_logging(cli.log_level, cli.workers);
-    // A reuseport group is N listeners made here; an inherited socket is
-    // one, and a live upgrade passes one: refused rather than half-served.
-    let inherits = activation.as_ref().is_ok_and(|a| a.fd.is_some());
-    if cli.accept == AcceptMode::Reuseport && cli.workers > 1 && inherits {
-        eprintln!(
-            "error: --accept reuseport opens one listener per worker itself; it cannot serve an \
-             inherited socket (LISTEN_FDS, or a live upgrade): use --accept coordinator"
-        );
-        return ExitCode::from(EXIT_BAD_INPUT);
-    }
+    // The workers of a reuseport group, each of which takes one listener.
+    let group = (cli.accept == AcceptMode::Reuseport && cli.workers > 1).then_some(cli.workers);
     let ready_channel = activation.as_mut().ok().and_then(|a| a.ready.take());
-    let inherited = match inherited_listener(activation, config.send_buffer) {
+    let inherited = match inherited_listeners(activation, config.send_buffer, group) {
         Ok(inherited) => inherited,
         Err(msg) => {
             eprintln!("error: {msg}");
@@ -320,14 +314,16 @@ fn main() -> ExitCode {
     };
 
     // What the error names if serving cannot start.
-    let listen = match inherited {
-        Some(_) => "the inherited fd 3",
-        None => cli.listen.text.as_str(),
+    let listen = match inherited.len() {
+        0 => cli.listen.text.clone(),
+        1 => "the inherited fd 3".to_string(),
+        n => format!("the inherited fds 3 to {}", n + 2),
     };
+    let mut inherited = inherited.into_iter();
     // One loop: the listener, the signals and every connection in one
     // thread. Several: a coordinator hands clients to N loops.
     let (local_addr, run): (_, Box<dyn FnOnce() -> io::Result<DrainReport>>) = if cli.workers == 1 {
-        let server = match inherited {
+        let server = match inherited.next() {
             Some(listener) => Server::from_listener(listener, config.clone(), Echo),
             None => Server::bind(&cli.listen.addrs, config.clone(), Echo),
         };
@@ -338,29 +334,30 @@ fn main() -> ExitCode {
                 }
                 (server.local_addr(), Box::new(move || server.run()))
             }
-            Err(e) => return cannot_listen(listen, e),
+            Err(e) => return cannot_listen(&listen, e),
         }
     } else {
         let echo = |_: usize| Echo;
-        let workers = match (inherited, cli.accept) {
-            (Some(listener), _) => {
+        let group: Vec<_> = inherited.collect();
+        let workers = match (group.is_empty(), cli.accept) {
+            (false, AcceptMode::Coordinator) => {
+                let listener = group.into_iter().next().expect("one inherited listener");
                 Workers::from_listener(listener, config.clone(), cli.workers, echo)
             }
-            (None, AcceptMode::Coordinator) => {
+            (false, AcceptMode::Reuseport) => {
+                Workers::from_group(group, config.clone(), cli.workers, echo)
+            }
+            (true, AcceptMode::Coordinator) => {
                 Workers::bind(&cli.listen.addrs, config.clone(), cli.workers, echo)
             }
-            (None, AcceptMode::Reuseport) => {
+            (true, AcceptMode::Reuseport) => {
                 Workers::bind_reuseport(&cli.listen.addrs, config.clone(), cli.workers, echo)
             }
         };
         match workers {
             Ok(mut workers) => {
-                match plan {
-                    Some(_) if cli.accept == AcceptMode::Reuseport => info!(
-                        "--accept reuseport: SIGUSR2 (live upgrade) is not supported and will be ignored"
-                    ),
-                    Some(plan) => workers.upgrade_with(plan),
-                    None => {}
+                if let Some(plan) = plan {
+                    workers.upgrade_with(plan);
                 }
                 if cli.pin_cpus
                     && let Err(e) = workers.pin_cpus()
@@ -369,7 +366,7 @@ fn main() -> ExitCode {
                 }
                 (workers.local_addr(), Box::new(move || workers.run()))
             }
-            Err(e) => return cannot_listen(listen, e),
+            Err(e) => return cannot_listen(&listen, e),
         }
     };
     // Once the listener is ready, before the "listening on" line: whoever
@@ -404,22 +401,55 @@ fn main() -> ExitCode {
     }
 }
 
-/// The socket passed under `LISTEN_FDS`, checked and ready, if one was
-/// passed (see `activation.rs`); the error is for exit status 2.
-fn inherited_listener(
+/// The sockets passed under `LISTEN_FDS`, checked and ready (see
+/// `activation.rs`); none if none were passed. Only a reuseport group
+/// (`group`: `--accept reuseport` with this many workers) serves more than
+/// one, and at most one per worker. The error is for exit status 2.
+fn inherited_listeners(
     activation: Result<activation::Activation, String>,
     send_buffer: Option<usize>,
-) -> Result<Option<std::net::TcpListener>, String> {
+    group: Option<usize>,
+) -> Result<Vec<std::net::TcpListener>, String> {
     let activation = activation?;
     for note in &activation.notes {
         info!("socket activation: {note}");
     }
-    let Some(fd) = activation.fd else {
-        return Ok(None);
-    };
-    let listener = activation::listener(fd, send_buffer)?;
-    info!("socket activation: serving on the inherited fd 3; --listen and --backlog do not apply");
-    Ok(Some(listener))
+    let count = activation.fds.len();
+    match group {
+        None if count > 1 => {
+            return Err(format!(
+                "LISTEN_FDS={count}: this mode serves one listening socket (in a .socket unit: \
+                 one ListenStream=). Several are a reuseport group's, which a live upgrade from \
+                 --accept reuseport passes: serve them with --accept reuseport and \
+                 --workers {count} or more"
+            ));
+        }
+        Some(workers) if count > workers => {
+            return Err(format!(
+                "LISTEN_FDS={count}: a reuseport group of {count} listeners, and only {workers} \
+                 workers would accept from them: start with --workers {count} or more"
+            ));
+        }
+        _ => {}
+    }
+    let listeners = activation
+        .fds
+        .into_iter()
+        .enumerate()
+        .map(|(index, fd)| activation::listener(fd, index, send_buffer))
+        .collect::<Result<Vec<_>, String>>()?;
+    match count {
+        0 => {}
+        1 => info!(
+            "socket activation: serving on the inherited fd 3; --listen and --backlog do not apply"
+        ),
+        n => info!(
+            "socket activation: serving on the inherited fds 3 to {}, a reuseport group; \
+             --listen does not apply",
+            n + 2
+        ),
+    }
+    Ok(listeners)
 }
 
 fn cannot_listen(listen: &str, e: io::Error) -> ExitCode {

@@ -232,34 +232,46 @@ pub fn send_state(socket: &impl AsRawFd) -> io::Result<SendState> {
 /// sockets as 3, 4, ... (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
 
-/// Whether `take_listen_fd` has handed out fd 3 already.
-static LISTEN_FD_TAKEN: AtomicBool = AtomicBool::new(false);
+/// Whether `take_listen_fds` has handed out the passed sockets already.
+static LISTEN_FDS_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// Whether `take_ready_fd` has handed out fd 4 already.
+/// Whether `take_ready_fd` has handed out the readiness channel already.
 static READY_FD_TAKEN: AtomicBool = AtomicBool::new(false);
 
-/// The fd at which a live upgrade passes its readiness channel to the new
-/// process, right after the listener (`upgrade.rs`).
-pub const READY_FD: RawFd = LISTEN_FDS_START + 1;
+/// The most sockets taken under `LISTEN_FDS`: one per worker of
+/// `--accept reuseport`, and `--workers` is capped well below this.
+pub const LISTEN_FDS_MAX: usize = 4096;
 
-/// Takes ownership of fd 3, the socket a launcher passed us under
-/// `LISTEN_FDS`: from now on, dropping the result closes it. Fails if fd 3
-/// is not open, or if it was taken before.
-pub fn take_listen_fd() -> io::Result<OwnedFd> {
-    take_fd(LISTEN_FDS_START, &LISTEN_FD_TAKEN)
+/// Takes ownership of fds 3 to `3 + count - 1`, the sockets a launcher
+/// passed us under `LISTEN_FDS=count`: from now on, dropping each closes
+/// it. Fails if one of them is not open, or if they were taken before.
+pub fn take_listen_fds(count: usize) -> io::Result<Vec<OwnedFd>> {
+    if count > LISTEN_FDS_MAX {
+        return Err(io::Error::other(format!(
+            "{count} descriptors is more than the {LISTEN_FDS_MAX} taken"
+        )));
+    }
+    if LISTEN_FDS_TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::other(
+            "the passed sockets were taken over already",
+        ));
+    }
+    (0..count as RawFd)
+        .map(|i| take_fd(LISTEN_FDS_START + i))
+        .collect()
 }
 
-/// Takes ownership of fd 4, the readiness channel that the process that
-/// started us for a live upgrade passed (`REACTOR_ECHO_UPGRADE`). As
-/// [`take_listen_fd`].
-pub fn take_ready_fd() -> io::Result<OwnedFd> {
-    take_fd(READY_FD, &READY_FD_TAKEN)
-}
-
-fn take_fd(fd: RawFd, taken: &AtomicBool) -> io::Result<OwnedFd> {
-    if taken.swap(true, Ordering::SeqCst) {
+/// Takes ownership of `fd`, the readiness channel that the process that
+/// started us for a live upgrade passed (`REACTOR_ECHO_UPGRADE`), right
+/// after the sockets. As [`take_listen_fds`].
+pub fn take_ready_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if READY_FD_TAKEN.swap(true, Ordering::SeqCst) {
         return Err(io::Error::other(format!("fd {fd} was taken over already")));
     }
+    take_fd(fd)
+}
+
+fn take_fd(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_GETFD only reads the descriptor's flags; a closed fd makes
     // it fail with EBADF, which is how we find out.
     if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
@@ -270,9 +282,10 @@ fn take_fd(fd: RawFd, taken: &AtomicBool) -> io::Result<OwnedFd> {
     // names our parent), it was opened for this process to own. Nothing
     // else in the process owns it: std and this crate never claim a
     // descriptor by its number (an fd they open gets the lowest free
-    // number, and this one is not free while it is open), and the flag
-    // above makes this the only `OwnedFd` ever made for it, so it is closed
-    // exactly once.
+    // number, and this one is not free while it is open), and the callers'
+    // flags make this the only `OwnedFd` ever made for it (the sockets'
+    // range and the channel's number do not overlap: the channel comes
+    // after the last socket), so it is closed exactly once.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

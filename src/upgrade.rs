@@ -9,18 +9,21 @@
 //! ```
 //!
 //! The steps, in the old process (the lone loop, or the coordinator of
-//! `--workers`, which owns the listener):
+//! `--workers`, which owns the signals):
 //!
 //! 1. [`Upgrader::begin`]: a `SOCK_SEQPACKET` socketpair for readiness, then
 //!    `posix_spawn` (`sys::spawn_with_fds`) of [`UpgradePlan::program`] with
 //!    the listener at fd 3 and the pair's other end at fd 4, and
 //!    `LISTEN_FDS=1` and `REACTOR_ECHO_UPGRADE=<our pid>` in its environment
-//!    (`activation.rs` says why not `LISTEN_PID`).
-//! 2. The new process serves on fd 3 as on any inherited socket, writes the
-//!    pid file, and says `READY=1` on fd 4 (`notify::ready`). Both
-//!    processes now accept from the same socket, so the same accept queue:
-//!    a connect is taken by one or the other, never refused.
-//! 3. [`Upgrader::readable`] reads `READY=1`: we close our listener
+//!    (`activation.rs` says why not `LISTEN_PID`). With `--accept reuseport`
+//!    there is one listener per worker, N in all: they go at fds 3 to
+//!    3 + N - 1 in the order of the group, `LISTEN_FDS=N`, and the channel
+//!    at fd 3 + N.
+//! 2. The new process serves on them as on any inherited socket, writes the
+//!    pid file, and says `READY=1` on the channel (`notify::ready`). Both
+//!    processes now accept from the same sockets, so the same accept
+//!    queues: a connect is taken by one or the other, never refused.
+//! 3. [`Upgrader::readable`] reads `READY=1`: we close our listeners
 //!    ([`Step::StopAccepting`]), tell a supervisor `MAINPID=` of the new
 //!    process, and keep serving our connections for [`UpgradePlan::grace`],
 //!    so that a request already on its way is answered.
@@ -118,6 +121,10 @@ pub(crate) enum Step {
     StopAccepting,
     /// The grace after the handover is over: drain as on SIGTERM.
     Drain,
+    /// The upgrade failed (logged; the new process is stopped and reaped):
+    /// serve on. A reuseport group steers by CPU again as before (the new
+    /// process may have replaced its program).
+    Failed,
 }
 
 /// The new process and our end of its readiness channel.
@@ -184,13 +191,14 @@ impl Upgrader {
         }
     }
 
-    /// SIGUSR2: starts the new process on `listener`, unless an upgrade is
-    /// under way, or we are draining (`draining`), or there is no plan or
-    /// no listener. Every refusal and failure is logged; we serve on.
+    /// SIGUSR2: starts the new process on `listeners` (one, or a reuseport
+    /// group's in its order), unless an upgrade is under way, or we are
+    /// draining (`draining`), or there is no plan or no listener. Every
+    /// refusal and failure is logged; we serve on.
     pub(crate) fn begin(
         &mut self,
         registry: &Registry,
-        listener: Option<BorrowedFd<'_>>,
+        listeners: &[BorrowedFd<'_>],
         draining: bool,
         now: Instant,
     ) {
@@ -216,13 +224,17 @@ impl Upgrader {
             }
             State::Idle => {}
         }
-        let Some(listener) = listener.filter(|_| !draining) else {
+        if draining || listeners.is_empty() {
             warn!("SIGUSR2 during the drain: no listener to hand over; ignored");
             return;
-        };
+        }
         let timeout = plan.timeout;
         let program = plan.program.display().to_string();
-        match start(plan, listener) {
+        let what = match listeners.len() {
+            1 => "the listener".to_string(),
+            n => format!("the {n} listeners"),
+        };
+        match start(plan, listeners) {
             Ok((pid, channel)) => {
                 let fd = channel.as_raw_fd();
                 if let Err(e) =
@@ -235,7 +247,7 @@ impl Upgrader {
                     return;
                 }
                 info!(
-                    "SIGUSR2: started {program} as pid {pid}, with the listener; \
+                    "SIGUSR2: started {program} as pid {pid}, with {what}; \
                      waiting up to {timeout:?} for it to report ready"
                 );
                 self.state = State::Starting {
@@ -286,7 +298,7 @@ impl Upgrader {
                     child,
                     "closed its readiness channel without READY=1",
                 );
-                Step::Nothing
+                Step::Failed
             }
             State::HandedOver { child, drain_at } if ended => {
                 let child = self.new_process_ended(registry, child);
@@ -314,7 +326,7 @@ impl Upgrader {
                         &format!("did not report ready within {timeout:?}"),
                     );
                 }
-                Step::Nothing
+                Step::Failed
             }
             State::HandedOver { drain_at, .. } if drain_at.is_some_and(|at| now >= at) => {
                 *drain_at = None;
@@ -400,9 +412,9 @@ impl Upgrader {
     }
 }
 
-/// Spawns the plan's program with `listener` at fd 3 and a readiness
-/// channel at fd 4; its pid and our end of the channel.
-fn start(plan: &UpgradePlan, listener: BorrowedFd<'_>) -> io::Result<(u32, Socket)> {
+/// Spawns the plan's program with `listeners` at fds 3, 4, ... and a
+/// readiness channel right after them; its pid and our end of the channel.
+fn start(plan: &UpgradePlan, listeners: &[BorrowedFd<'_>]) -> io::Result<(u32, Socket)> {
     // SOCK_SEQPACKET: one message per send, as on NOTIFY_SOCKET, and the
     // end of the other side (the process exits) reads as EOF.
     let (ours, theirs) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None)?;
@@ -415,12 +427,14 @@ fn start(plan: &UpgradePlan, listener: BorrowedFd<'_>) -> io::Result<(u32, Socke
     let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
         .filter(|(k, _)| !activation::VARS.iter().any(|v| k == v))
         .collect();
-    env.push(("LISTEN_FDS".into(), "1".into()));
+    env.push(("LISTEN_FDS".into(), listeners.len().to_string().into()));
     env.push((
         activation::UPGRADE_VAR.into(),
         std::process::id().to_string().into(),
     ));
-    let pid = sys::spawn_with_fds(&plan.program, &plan.argv, &env, &[listener, theirs.as_fd()])?;
+    let mut fds = listeners.to_vec();
+    fds.push(theirs.as_fd());
+    let pid = sys::spawn_with_fds(&plan.program, &plan.argv, &env, &fds)?;
     // `theirs` is closed here: only the child holds that end now, so its
     // exit is our EOF.
     Ok((pid, ours))

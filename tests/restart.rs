@@ -151,43 +151,51 @@ fn serves_under_systemd_socket_activate() {
         println!("skipped: {tool} is not installed (Debian package systemd)");
         return;
     }
-    // A free port, for the tool to listen on. (Someone could take it in
-    // between; on loopback in a test run, no one does.)
-    let addr = listening().1;
-    let mut cmd = Command::new(tool);
-    cmd.args(["-l", &addr.to_string(), BIN, "--listen", "192.0.2.1:9"]);
-    // The tool starts the server at the first connect, and execs it in
-    // its own process (so the pid we know is the server's) with
-    // LISTEN_PID set to it. So connect first, from a thread: the harness
-    // waits for the "listening on" line, which only comes after.
-    let first = std::thread::spawn(move || {
-        let end = Instant::now() + PATIENCE;
-        let mut c = loop {
-            match std::net::TcpStream::connect(addr) {
-                Ok(c) => break c,
-                Err(e) if Instant::now() >= end => panic!("{tool} never listened on {addr}: {e}"),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        c.set_read_timeout(Some(PATIENCE)).unwrap();
-        roundtrip(&mut c, b"first\n", b"first\n");
-        c
-    });
-    let mut server = Server::spawn(cmd);
-    let mut first = first.join().expect("the first client is served");
-    assert_eq!(server.addr, addr, "log:\n{}", server.log());
-    assert!(
-        server
-            .log()
-            .contains("socket activation: serving on the inherited fd 3")
-    );
-    let mut second = server.connect();
-    roundtrip(&mut second, b"second\n", b"second\n");
+    // Alone, and as a reuseport group: the tool's socket (without
+    // SO_REUSEPORT) becomes its first member.
+    for extra in [&[][..], &["--workers", "2", "--accept", "reuseport"][..]] {
+        // A free port, for the tool to listen on. (Someone could take it in
+        // between; on loopback in a test run, no one does.)
+        let addr = listening().1;
+        let mut cmd = Command::new(tool);
+        cmd.args(["-l", &addr.to_string(), BIN, "--listen", "192.0.2.1:9"])
+            .args(extra);
+        // The tool starts the server at the first connect, and execs it in
+        // its own process (so the pid we know is the server's) with
+        // LISTEN_PID set to it. So connect first, from a thread: the harness
+        // waits for the "listening on" line, which only comes after.
+        let first = std::thread::spawn(move || {
+            let end = Instant::now() + PATIENCE;
+            let mut c = loop {
+                match std::net::TcpStream::connect(addr) {
+                    Ok(c) => break c,
+                    Err(e) if Instant::now() >= end => {
+                        panic!("{tool} never listened on {addr}: {e}")
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            c.set_read_timeout(Some(PATIENCE)).unwrap();
+            roundtrip(&mut c, b"first\n", b"first\n");
+            c
+        });
+        let mut server = Server::spawn(cmd);
+        let mut first = first.join().expect("the first client is served");
+        assert_eq!(server.addr, addr, "log:\n{}", server.log());
+        assert!(
+            server
+                .log()
+                .contains("socket activation: serving on the inherited fd 3")
+        );
+        assert_eq!(listeners_on(addr), 1 + extra.len() / 4, "{extra:?}");
+        let mut second = server.connect();
+        roundtrip(&mut second, b"second\n", b"second\n");
 
-    server.signal(Signal::TERM);
-    assert_eq!(read_end(&mut first), End::Eof);
-    assert_eq!(read_end(&mut second), End::Eof);
-    server.expect_exit(0);
+        server.signal(Signal::TERM);
+        assert_eq!(read_end(&mut first), End::Eof);
+        assert_eq!(read_end(&mut second), End::Eof);
+        server.expect_exit(0);
+    }
 }
 
 #[test]
@@ -230,7 +238,11 @@ fn refuses_a_descriptor_that_is_not_a_listening_tcp_socket() {
 #[test]
 fn refuses_bad_listen_fds_values() {
     let cases = [
-        ("LISTEN_PID=$$ LISTEN_FDS=2", "exactly one listening socket"),
+        // fd 4 is not open: only fd 3 was passed.
+        (
+            "LISTEN_PID=$$ LISTEN_FDS=2",
+            "fds 3 to 4 cannot be taken over",
+        ),
         (
             "LISTEN_PID=$$ LISTEN_FDS=many",
             "is not a number of descriptors",
@@ -392,25 +404,62 @@ fn the_systemd_units_fit_the_server() {
 }
 
 #[test]
-fn accept_reuseport_refuses_an_inherited_socket() {
-    // A reuseport group is one listener per worker, made by the server; an
-    // inherited socket is one. Refused, not served half-way.
-    let (listener, _) = listening();
-    let (status, err) = run_to_exit(
-        launcher(
-            FOR_US,
-            &[
-                "--workers",
-                "2",
-                "--accept",
-                "reuseport",
-                "--listen",
-                "127.0.0.1:0",
-            ],
-        ),
-        Stdio::from(OwnedFd::from(listener)),
-    );
+fn several_sockets_are_served_by_a_reuseport_group_only() {
+    // Listening sockets at fds 3, 4, ... (the same socket each time: enough
+    // to be counted, and refused by the modes with one listener).
+    let several = |count: usize, args: &[&str]| {
+        let copies: String = (4..3 + count).map(|fd| format!(" {fd}<&0")).collect();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!(
+                r#"LISTEN_PID=$$ LISTEN_FDS={count} exec "$0" "$@" 3<&0{copies} 0</dev/null"#
+            ))
+            .arg(BIN)
+            .args(args);
+        run_to_exit(cmd, Stdio::from(OwnedFd::from(listening().0)))
+    };
+    for args in [&["--workers", "1"][..], &["--workers", "2"][..]] {
+        let (status, err) = several(2, args);
+        assert_eq!(status.code(), Some(2), "{args:?}; stderr:\n{err}");
+        assert!(
+            err.contains("LISTEN_FDS=2: this mode serves one listening socket")
+                && err.contains("--accept reuseport"),
+            "{args:?}; stderr:\n{err}"
+        );
+        assert!(!err.contains("listening on"), "it must not serve");
+    }
+    // A reuseport group needs a worker for each socket passed.
+    let (status, err) = several(3, &["--workers", "2", "--accept", "reuseport"]);
     assert_eq!(status.code(), Some(2), "stderr:\n{err}");
-    assert!(err.contains("--accept reuseport"), "stderr:\n{err}");
-    assert!(!err.contains("listening on"), "it must not serve");
+    assert!(
+        err.contains("LISTEN_FDS=3: a reuseport group of 3 listeners, and only 2 workers")
+            && err.contains("--workers 3 or more"),
+        "stderr:\n{err}"
+    );
+}
+
+#[test]
+fn accept_reuseport_makes_a_group_of_an_inherited_socket() {
+    // A supervisor's socket, made without SO_REUSEPORT: the server turns
+    // it on, and a second listener joins the first in one group.
+    let (listener, addr) = listening();
+    let mut server = activated(
+        listener,
+        &[
+            "--workers",
+            "2",
+            "--accept",
+            "reuseport",
+            "--listen",
+            "192.0.2.1:9",
+        ],
+    );
+    assert_eq!(server.addr, addr);
+    assert_eq!(listeners_on(addr), 2);
+    let mut clients = server.connect_echoed(20);
+    server.signal(Signal::TERM);
+    for c in &mut clients {
+        assert_eq!(read_end(c), End::Eof);
+    }
+    server.expect_exit(0);
 }

@@ -179,7 +179,12 @@ fn echo_once(addr: SocketAddr, line: &[u8]) -> Result<(), String> {
 #[test]
 fn three_upgrades_in_a_row_lose_no_connect_and_no_echo() {
     become_subreaper();
-    for workers in [&[][..], &["--workers", "2"][..]] {
+    for workers in [
+        &[][..],
+        &["--workers", "2"][..],
+        // A reuseport group: both listeners go, in order.
+        &["--workers", "2", "--accept", "reuseport"][..],
+    ] {
         let mut procs = Processes::default();
         let pid_file = scratch(&format!("three{}.pid", workers.len()));
         let notify_name = format!(
@@ -204,6 +209,8 @@ fn three_upgrades_in_a_row_lose_no_connect_and_no_echo() {
         let first = server.pid();
         procs.saw(first);
         assert!(next_notification(&notify).starts_with("READY=1\n"));
+        let listeners = listeners_on(addr);
+        assert_eq!(listeners, 1 + workers.len() / 4, "{workers:?}");
 
         let churn = Churn::start(addr, 4);
         let mut pid = first;
@@ -244,7 +251,8 @@ fn three_upgrades_in_a_row_lose_no_connect_and_no_echo() {
                 server.log()
             );
             assert!(is_gone(pid), "pid {pid} reaped");
-            // The new process serves on the same socket.
+            // The new process serves on the same sockets, no more.
+            assert_eq!(listeners_on(addr), listeners, "{workers:?} round {round}");
             let mut after = connect(addr);
             roundtrip(&mut after, b"after\n", b"after\n");
             assert!(
@@ -454,4 +462,155 @@ fn a_connect_refused_would_show() {
     };
     let err = echo_once(addr, b"x\n").unwrap_err();
     assert!(err.starts_with("connect: "), "{err}");
+}
+
+/// Installs at `at` a script that starts the real binary (a copy next to
+/// it, `AT.next`) with `args` instead of the old process's: a new version
+/// deployed with another configuration. `exec` keeps the script's pid, so
+/// the upgrade's variables and descriptors reach the server as they would.
+/// Returns the copy's path: the program that a process it started runs on
+/// *its* SIGUSR2 (its `argv[0]`).
+fn install_with_args(at: &Path, pid_file: &Path, args: &[&str]) -> PathBuf {
+    let real = PathBuf::from(format!("{}.next", at.display()));
+    install(&real, &std::fs::read(BIN).unwrap());
+    let script = format!(
+        "#!/bin/sh\nexec '{}' --listen 127.0.0.1:1 --pid-file '{}' {}\n",
+        real.display(),
+        pid_file.display(),
+        args.join(" ")
+    );
+    install(at, script.as_bytes());
+    real
+}
+
+/// Waits until `server`'s log (which the processes that it starts write
+/// to as well) holds `needle` `times` times.
+fn wait_for_log_count(server: &Server, needle: &str, times: usize) {
+    let end = Instant::now() + PATIENCE;
+    while server.log().matches(needle).count() < times {
+        assert!(
+            Instant::now() < end,
+            "{times} × {needle:?} never came; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_reuseport_group_may_grow_on_an_upgrade_but_not_shrink() {
+    become_subreaper();
+    let mut procs = Processes::default();
+    let (bin, pid_file) = private_copy("group");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--upgrade-timeout", "5"])
+        .args(["--workers", "3", "--accept", "reuseport", "--pid-file"])
+        .arg(&pid_file);
+    let mut server = Server::spawn(cmd);
+    let old = server.pid();
+    procs.saw(old);
+    let addr = server.addr;
+    assert_eq!(listeners_on(addr), 3);
+    let mut open = server.connect();
+    roundtrip(&mut open, b"before\n", b"before\n");
+
+    // Fewer workers than listeners passed: a listener would be left with
+    // nobody to accept from it. The new process refuses (exit 2), and the
+    // old one serves on with its three.
+    install_with_args(
+        &bin,
+        &pid_file,
+        &["--workers", "2", "--accept", "reuseport"],
+    );
+    server.signal(Signal::USR2);
+    wait_for_log_count(&server, "closed its readiness channel without READY=1", 1);
+    wait_for_log_count(&server, "); reaped", 1);
+    assert!(
+        server
+            .log()
+            .contains("error: LISTEN_FDS=3: a reuseport group of 3 listeners, and only 2 workers"),
+        "log:\n{}",
+        server.log()
+    );
+    assert_eq!(listeners_on(addr), 3);
+    roundtrip(&mut open, b"still\n", b"still\n");
+    let mut fresh = server.connect();
+    roundtrip(&mut fresh, b"fresh\n", b"fresh\n");
+
+    // More workers: the three listeners passed, and one more joins them.
+    install_with_args(
+        &bin,
+        &pid_file,
+        &["--workers", "4", "--accept", "reuseport"],
+    );
+    server.signal(Signal::USR2);
+    let new = wait_for_new_pid(&pid_file, old, &server);
+    procs.saw(new);
+    assert_eq!(read_end(&mut open), End::Eof);
+    assert_eq!(read_end(&mut fresh), End::Eof);
+    server.expect_exit(0);
+    assert_eq!(listeners_on(addr), 4);
+    for i in 0..8 {
+        let mut c = connect(addr);
+        let line = test_line(i, 0, 16);
+        roundtrip(&mut c, &line, &line);
+    }
+    signal(new, Signal::TERM);
+    assert_eq!(procs.wait_exit(new, PATIENCE), 0);
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+}
+
+#[test]
+fn an_upgrade_may_change_the_accept_mode_only_towards_reuseport() {
+    become_subreaper();
+    let mut procs = Processes::default();
+    let (bin, pid_file) = private_copy("modes");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["--listen", "127.0.0.1:0", "--upgrade-timeout", "5"])
+        .args(["--workers", "2", "--pid-file"])
+        .arg(&pid_file);
+    let mut server = Server::spawn(cmd);
+    let old = server.pid();
+    procs.saw(old);
+    let addr = server.addr;
+    assert_eq!(listeners_on(addr), 1);
+
+    // The coordinator's one listener becomes the first of a group of two.
+    let group = install_with_args(
+        &bin,
+        &pid_file,
+        &["--workers", "2", "--accept", "reuseport"],
+    );
+    let mut open = server.connect();
+    roundtrip(&mut open, b"old\n", b"old\n");
+    server.signal(Signal::USR2);
+    let new = wait_for_new_pid(&pid_file, old, &server);
+    procs.saw(new);
+    assert_eq!(read_end(&mut open), End::Eof);
+    server.expect_exit(0);
+    assert_eq!(listeners_on(addr), 2);
+    let mut c = connect(addr);
+    roundtrip(&mut c, b"group\n", b"group\n");
+
+    // Back to one listener would close the group's other: refused, by the
+    // lone loop as by the coordinator, and the group serves on. (The new
+    // processes write to the same standard error as the first, so their
+    // lines are in its log too.)
+    for (k, args) in [&["--workers", "1"][..], &["--workers", "2"][..]]
+        .into_iter()
+        .enumerate()
+    {
+        install_with_args(&group, &pid_file, args);
+        signal(new, Signal::USR2);
+        wait_for_log_count(&server, "); reaped", k + 1);
+        let refused = "error: LISTEN_FDS=2: this mode serves one listening socket";
+        assert_eq!(server.log().matches(refused).count(), k + 1, "{args:?}");
+        assert_eq!(read_pid(&pid_file), Some(new), "{args:?}");
+        assert_eq!(listeners_on(addr), 2, "{args:?}");
+        roundtrip(&mut c, b"still\n", b"still\n");
+    }
+    signal(new, Signal::TERM);
+    assert_eq!(read_end(&mut c), End::Eof);
+    assert_eq!(procs.wait_exit(new, PATIENCE), 0);
+    let _ = std::fs::remove_dir_all(bin.parent().unwrap());
 }

@@ -116,7 +116,7 @@ impl<H: Handler> Server<H> {
                 Order::Stats => info!("stats: {}", self.snapshot()),
                 Order::Upgrade => self.upgrade.begin(
                     self.poll.registry(),
-                    self.acceptor.listener_fd(),
+                    self.acceptor.listener_fd().as_slice(),
                     self.drain.is_some(),
                     self.now,
                 ),

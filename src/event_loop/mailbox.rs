@@ -45,6 +45,9 @@ pub(crate) enum ToWorker {
     Force,
     /// SIGUSR1: send your numbers.
     Stats,
+    /// `--accept reuseport`: a live upgrade's new process is ready and
+    /// accepts from the same sockets; close your listener and serve on.
+    StopAccepting,
 }
 
 /// From one worker (by its index) to the coordinator.
@@ -223,6 +226,7 @@ impl<H: Handler> Server<H> {
                 },
                 ToWorker::Drain { signal, deadline } => self.start_drain(signal, deadline),
                 ToWorker::Force => self.force_drain(),
+                ToWorker::StopAccepting => self.acceptor.close(self.poll.registry()),
                 ToWorker::Stats => {
                     debug!("stats requested");
                     if let Some(mailbox) = &self.mailbox {

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -59,6 +60,12 @@ pub(super) struct Coordinator {
     stats_asked: Option<Vec<Option<Snapshot>>>,
     /// SIGUSR2's live upgrade.
     upgrade: Upgrader,
+    /// `--accept reuseport` with a live upgrade: a descriptor of each
+    /// worker's listener, by index, to pass them all to the new process.
+    /// See [`Coordinator::lend`] for why they are let go at the handover
+    /// and at the drain. `None` for a listener that was closed (its
+    /// worker died and no replacement could start).
+    group: Vec<Option<OwnedFd>>,
     /// `--accept reuseport`: the workers accept, and count the open
     /// connections of the process here (the coordinator hands none over).
     open_count: Option<Arc<OpenCount>>,
@@ -92,6 +99,7 @@ impl Coordinator {
             stuck: Vec::new(),
             stats_asked: None,
             upgrade: Upgrader::new(UPGRADE),
+            group: Vec::new(),
             open_count: None,
         }
     }
@@ -102,9 +110,50 @@ impl Coordinator {
         self.open_count = Some(open);
     }
 
-    /// Makes SIGUSR2 a live upgrade to `plan`.
-    pub(super) fn upgrade_with(&mut self, plan: UpgradePlan) {
+    /// Makes SIGUSR2 a live upgrade to `plan`. With `--accept reuseport`,
+    /// `group` holds a descriptor of each worker's listener, in the group's
+    /// order (empty otherwise: the coordinator's own listener goes).
+    pub(super) fn upgrade_with(&mut self, plan: UpgradePlan, group: Vec<Option<OwnedFd>>) {
         self.upgrade.set_plan(plan);
+        self.group = group;
+    }
+
+    /// The listeners SIGUSR2 hands over: the coordinator's own, or the
+    /// reuseport group's, one per worker, in order. The order matters: the
+    /// new process gives socket `i` to its worker `i`, and the program that
+    /// steers by CPU names members by their place in the group.
+    ///
+    /// Holding a second descriptor of a worker's listener keeps the socket
+    /// open, in the group and taking its share of the connects, for as long
+    /// as it is held, even after the worker closed its own: so these are
+    /// let go as soon as the workers stop accepting, at the handover
+    /// (`stop_accepting`) and at the drain. Empty when there is nothing
+    /// to hand over (then SIGUSR2 is logged and ignored); a group with a
+    /// closed member is not handed over at all, as half of it would be
+    /// lost.
+    fn lend<'a>(acceptor: &'a Acceptor, group: &'a [Option<OwnedFd>]) -> Vec<BorrowedFd<'a>> {
+        if let Some(fd) = acceptor.listener_fd() {
+            return vec![fd];
+        }
+        if let Some(closed) = group.iter().position(Option::is_none) {
+            warn!(
+                "SIGUSR2: the listener of worker {closed} was closed (its replacement could not \
+                 start); the group cannot be handed over whole: restart instead"
+            );
+            return Vec::new();
+        }
+        group.iter().flatten().map(AsFd::as_fd).collect()
+    }
+
+    /// A live upgrade's new process is ready and accepts from the same
+    /// sockets: close ours. With `--accept reuseport`, each worker closes
+    /// its own, and the coordinator lets go of its descriptors.
+    fn stop_accepting(&mut self) {
+        self.acceptor.close(self.poll.registry());
+        if !self.group.is_empty() {
+            self.group.clear();
+            self.tell_all(|| ToWorker::StopAccepting);
+        }
     }
 
     pub(super) fn serve(&mut self) -> io::Result<DrainReport> {
@@ -143,8 +192,10 @@ impl Coordinator {
                     _ => {}
                 }
             }
-            if self.upgrade.tick(self.poll.registry(), self.now) == Step::Drain && !self.draining {
-                self.start_drain("upgrade");
+            match self.upgrade.tick(self.poll.registry(), self.now) {
+                Step::Drain if !self.draining => self.start_drain("upgrade"),
+                Step::Failed => self.steer_group_again(),
+                _ => {}
             }
             if self.acceptor.pause_over(self.now) {
                 self.accept_all();
@@ -298,10 +349,28 @@ impl Coordinator {
     }
 
     /// The upgrade's readiness channel has news: on `READY=1`, stop
-    /// accepting (the new process accepts from the same socket now).
+    /// accepting (the new process accepts from the same sockets now).
     fn upgrade_event(&mut self) {
-        if self.upgrade.readable(self.poll.registry(), self.now) == Step::StopAccepting {
-            self.acceptor.close(self.poll.registry());
+        match self.upgrade.readable(self.poll.registry(), self.now) {
+            Step::StopAccepting => self.stop_accepting(),
+            Step::Failed => self.steer_group_again(),
+            Step::Nothing | Step::Drain => {}
+        }
+    }
+
+    /// An upgrade failed: its process may have put its own program on our
+    /// reuseport group (steering over its number of workers, some of whose
+    /// listeners closed with it), so put ours back.
+    fn steer_group_again(&self) {
+        let Some(Some(first)) = self.group.first() else {
+            return;
+        };
+        match crate::sys::steer_reuseport_by_cpu(first, self.group.len() as u32) {
+            Ok(()) => debug!(
+                "the reuseport group steers over our {} listeners again",
+                self.group.len()
+            ),
+            Err(e) => warn!("cannot steer the reuseport group by CPU again: {e}"),
         }
     }
 
@@ -313,12 +382,11 @@ impl Coordinator {
                     self.stats_asked = Some(slots);
                     self.tell_all(|| ToWorker::Stats);
                 }
-                Order::Upgrade => self.upgrade.begin(
-                    self.poll.registry(),
-                    self.acceptor.listener_fd(),
-                    self.draining,
-                    self.now,
-                ),
+                Order::Upgrade => {
+                    let listeners = Self::lend(&self.acceptor, &self.group);
+                    self.upgrade
+                        .begin(self.poll.registry(), &listeners, self.draining, self.now);
+                }
                 Order::Stop(name) if !self.draining => self.start_drain(name),
                 Order::Stop(name) => {
                     warn!("{name} during the drain: exiting now");
@@ -337,6 +405,8 @@ impl Coordinator {
     fn start_drain(&mut self, signal: &'static str) {
         self.draining = true;
         self.acceptor.close(self.poll.registry());
+        // Each worker closes its own listener as it drains.
+        self.group.clear();
         // An upgrade still waiting for its process is given up.
         self.upgrade.abandon(self.poll.registry(), signal);
         // After a handover the supervisor watches the new process: our
@@ -405,8 +475,10 @@ impl Coordinator {
             None => debug!("worker {index} finished"),
         }
         // Its own listener (`--accept reuseport`), still open if it died
-        // serving: the clients queued there wait for its replacement.
-        let listener = exit.listener.take();
+        // serving: the clients queued there wait for its replacement
+        // (unless a live upgrade's new process has taken over: then it
+        // serves them, and ours is closed).
+        let listener = exit.listener.take().filter(|_| !self.upgrade.handed_over());
         worker.ended = Some(exit);
         if died && !self.draining {
             self.replace(index, listener);
@@ -442,6 +514,11 @@ impl Coordinator {
             }
             Err(e) => {
                 error!("cannot start a worker in place of worker {index}: {e}");
+                // Its listener went with the failed start; ours must not
+                // keep the socket open with no one to accept.
+                if let Some(slot) = self.group.get_mut(index) {
+                    *slot = None;
+                }
                 if !self.workers.iter().any(|w| w.running) {
                     self.start_drain("no worker left");
                 }

@@ -34,7 +34,8 @@
 //! `STUCK_GRACE` after it (or after a second signal) is named in the log and
 //! left behind, and `run` returns. SIGUSR1 asks every worker for its numbers
 //! and logs the totals and the spread. SIGUSR2's live upgrade (`upgrade.rs`)
-//! is the coordinator's too: it hands the listener to the new process, stops
+//! is the coordinator's too: it hands the listener to the new process (with
+//! `--accept reuseport`, every worker's, in the group's order), stops
 //! accepting once that one is ready, and then drains every worker.
 //!
 //! A worker that panics (or whose poll fails) resets the connections it
@@ -51,6 +52,7 @@ mod coordinator;
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
@@ -197,6 +199,37 @@ where
             }
         }
         let (group, lock) = bound.ok_or(last_err)?;
+        Self::with_group(group, Some(lock), config, count, new_handler)
+    }
+
+    /// `--accept reuseport` on sockets that are already listening, all on
+    /// one address: those a live upgrade's old process passed (its group,
+    /// in order), or socket activation's. They become the first members of
+    /// the group, and more join them until each worker has one
+    /// (`listener::join_group`). More sockets than workers are refused.
+    pub fn from_group(
+        listeners: Vec<std::net::TcpListener>,
+        config: Config,
+        count: usize,
+        new_handler: F,
+    ) -> io::Result<Self> {
+        check(&config, count)?;
+        let inherited = listeners
+            .into_iter()
+            .map(listener::adopt)
+            .collect::<io::Result<Vec<_>>>()?;
+        let group = listener::join_group(inherited, config.backlog, config.send_buffer, count)?;
+        Self::with_group(group, None, config, count, new_handler)
+    }
+
+    /// The rest of `bind_reuseport` and `from_group`, once the group listens.
+    fn with_group(
+        group: Vec<mio::net::TcpListener>,
+        lock: Option<InstanceLock>,
+        config: Config,
+        count: usize,
+        new_handler: F,
+    ) -> io::Result<Self> {
         fit_fd_limit(config.max_connections, count);
         let poll = Poll::new()?;
         let local_addr = group[0].local_addr()?;
@@ -206,7 +239,7 @@ where
             acceptor: Acceptor::new(None, config.max_connections),
             group,
             open: Some(Arc::default()),
-            lock: Some(lock),
+            lock,
             pin: None,
             local_addr,
             signals,
@@ -277,16 +310,11 @@ where
     }
 
     /// Makes SIGUSR2 a live upgrade to `plan` (`upgrade.rs`), as
-    /// [`Server::upgrade_with`]: the coordinator owns the listener, so it
-    /// hands it over and then drains every worker.
-    ///
-    /// Not with `--accept reuseport` (there are N listeners, and the
-    /// upgrade passes one): the plan is dropped, and SIGUSR2 is logged and
-    /// ignored.
+    /// [`Server::upgrade_with`]: the coordinator owns the signals, so it
+    /// hands the listener over (with `--accept reuseport`, every worker's,
+    /// in the group's order) and then drains every worker.
     pub fn upgrade_with(&mut self, plan: UpgradePlan) {
-        if self.open.is_none() {
-            self.upgrade = Some(plan);
-        }
+        self.upgrade = Some(plan);
     }
 
     /// Starts the workers and serves until a signal starts a drain and
@@ -331,6 +359,15 @@ where
                 (own, cpu),
             )
         });
+        // With a live upgrade to hand the group over, the coordinator keeps
+        // a descriptor of each worker's listener (see `Coordinator::lend`).
+        let lent = match plan {
+            Some(_) => group
+                .iter()
+                .map(|l| l.as_fd().try_clone_to_owned().map(Some))
+                .collect::<io::Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
         let mut workers = Vec::with_capacity(count);
         let mut group = group.into_iter();
         for index in 0..count {
@@ -350,7 +387,7 @@ where
             coordinator.count_open_in(open);
         }
         if let Some(plan) = plan {
-            coordinator.upgrade_with(plan);
+            coordinator.upgrade_with(plan, lent);
         }
         coordinator.serve()
     }

@@ -532,3 +532,27 @@ pub fn connect_until_served(server: &Server, why: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// How many sockets listen on `addr` (IPv4), read from `/proc/net/tcp`:
+/// one for a lone loop or the coordinator, one per worker for a reuseport
+/// group. Each line there is `sl local rem st ...`, the local address as
+/// hex `IP:PORT` (the IP in the kernel's byte order), `st` 0A for LISTEN.
+pub fn listeners_on(addr: SocketAddr) -> usize {
+    let SocketAddr::V4(v4) = addr else {
+        panic!("listeners_on reads IPv4 only: {addr}");
+    };
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_ne_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("/proc/net/tcp")
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
+        })
+        .count()
+}
