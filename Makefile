@@ -66,8 +66,18 @@ test:  ## Format check, clippy -D warnings, docs (private items too) without war
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --document-private-items --quiet
-	$(CARGO) test --workspace
-	REACTOR_ECHO_TEST_WORKERS=2 $(CARGO) test --quiet -p reactor-echo $(foreach t,$(WORKERS_AGAIN),--test $(t))
+	$(CARGO) test --workspace --no-run --quiet
+	@# Two passes side by side, as both mostly wait on sockets and timers:
+	@# the server's own tests, and beside them its suites again with
+	@# --workers 2, then the bench package's (the checker's suite is the
+	@# longest). The second pass's output goes to a file, printed if it fails.
+	@{ REACTOR_ECHO_TEST_WORKERS=2 $(CARGO) test --quiet -p reactor-echo $(foreach t,$(WORKERS_AGAIN),--test $(t)) \
+		&& $(CARGO) test --quiet -p reactor-echo-bench; } > $(TARGET_DIR)/test-beside.log 2>&1 & beside=$$!; \
+	$(CARGO) test -p reactor-echo; first=$$?; \
+	wait $$beside; second=$$?; \
+	if [ $$second -ne 0 ]; then cat $(TARGET_DIR)/test-beside.log; fi; \
+	echo "beside: the suites again with --workers 2, and the bench package's: $$(grep -c '^test result: ok' $(TARGET_DIR)/test-beside.log) test binaries ok (log: $(TARGET_DIR)/test-beside.log)"; \
+	[ $$first -eq 0 ] && [ $$second -eq 0 ]
 	$(CARGO) build --quiet -p reactor-echo -p reactor-echo-bench --bin reactor-echo --bin soak
 	$(TARGET_DIR)/debug/soak --server $(TARGET_DIR)/debug/reactor-echo --secs 20 -- $(SOAK_ARGS)
 

@@ -282,7 +282,7 @@ fn main() -> ExitCode {
     let inherited = match inherited_listeners(activation, config.send_buffer, group) {
         Ok(inherited) => inherited,
         Err(msg) => {
-            eprintln!("error: {msg}");
+            print_error(format_args!("{msg}"));
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
@@ -293,7 +293,7 @@ fn main() -> ExitCode {
     // Started by a live upgrade: READY=1 goes to the old process.
     if let Some(fd) = ready_channel {
         if let Err(msg) = notify::to_old_process(fd) {
-            eprintln!("error: {msg}");
+            print_error(format_args!("{msg}"));
             return ExitCode::from(EXIT_BAD_INPUT);
         }
         info!(
@@ -377,7 +377,10 @@ fn main() -> ExitCode {
         Some(path) => match PidFile::create(path) {
             Ok(pid_file) => Some(pid_file),
             Err(e) => {
-                eprintln!("error: cannot write the pid file {}: {e}", path.display());
+                print_error(format_args!(
+                    "cannot write the pid file {}: {e}",
+                    path.display()
+                ));
                 return ExitCode::from(EXIT_START_FAILED);
             }
         },
@@ -453,6 +456,17 @@ fn inherited_listeners(
 }
 
 fn cannot_listen(listen: &str, e: io::Error) -> ExitCode {
-    eprintln!("error: cannot listen on {listen}: {e}");
+    print_error(format_args!("cannot listen on {listen}: {e}"));
     ExitCode::from(EXIT_START_FAILED)
+}
+
+/// Prints `error: MESSAGE` on standard error in one write. `eprintln!`
+/// writes the pieces of its format one by one, and the old and new
+/// processes of a live upgrade share one standard error: a line written
+/// whole stays whole beside the other's (a pipe keeps writes of up to
+/// `PIPE_BUF`, 4 KiB, in one piece).
+fn print_error(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let line = format!("error: {message}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! A process that a live upgrade started (`upgrade.rs`) sends its
-//! `READY=1` to the old process instead, over the channel it inherited at
-//! fd 4 ([`to_old_process`]): a Unix `SOCK_SEQPACKET` socket, one message
+//! `READY=1` to the old process instead, over the channel it inherited right
+//! after the listeners (fd 4 after one, fd 3 + N after a reuseport group of
+//! N; [`to_old_process`]): a Unix `SOCK_SEQPACKET` socket, one message
 //! per datagram as on `NOTIFY_SOCKET`, which it keeps open for its whole
 //! life, so that the old process sees its end (EOF) if it dies. The
 //! supervisor hears of the new process from the old one (`MAINPID=`).
@@ -74,12 +75,13 @@ pub fn init_from_env() -> Result<bool, String> {
 /// The channel to the old process of a live upgrade, if one started us.
 static OLD_PROCESS: OnceLock<Socket> = OnceLock::new();
 
-/// Takes `fd` (fd 4, from `activation::take_from_env`) as the channel on
+/// Takes `fd` (fd 4, or fd 3 + N after N listeners, from
+/// `activation::take_from_env`) as the channel on
 /// which to tell the old process of a live upgrade that we are ready:
 /// [`ready`] then says it there, and not to `NOTIFY_SOCKET`. The error (a
 /// descriptor that is not a Unix seqpacket socket) is for exit status 2.
 pub fn to_old_process(fd: OwnedFd) -> Result<(), String> {
-    let what = "fd 4 (the readiness channel of an upgrade)";
+    let what = "the readiness channel of an upgrade (the fd after the listeners)";
     let socket = Socket::from(fd);
     let domain = socket.domain().map_err(|e| format!("{what}: {e}"))?;
     let kind = socket.r#type().map_err(|e| format!("{what}: {e}"))?;

@@ -8,8 +8,9 @@
 //! - `pthread_sigmask`: keeps signals away from a worker thread of `--workers`.
 //! - `TCP_INFO`: the send window and MSS of a connection, for the log line
 //!   of a connection the drain cuts off.
-//! - Taking ownership of a descriptor we inherited by number (fd 3, from
-//!   `LISTEN_FDS`; fd 4, the readiness channel of a live upgrade), and
+//! - Taking ownership of a descriptor we inherited by number (fd 3 and up,
+//!   from `LISTEN_FDS`; the one after them, the readiness channel of a live
+//!   upgrade), and
 //!   clearing environment variables (`LISTEN_PID`, ...), which is only sound
 //!   while no other thread can read the environment.
 //! - `--accept reuseport` (`listener.rs`): a classic BPF program attached

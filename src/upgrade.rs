@@ -243,7 +243,7 @@ impl Upgrader {
                     // Without the channel we would never hear READY=1.
                     error!("SIGUSR2: cannot watch the readiness of pid {pid}: {e}");
                     drop(channel);
-                    stop_and_reap(pid);
+                    stop_and_reap(pid, Duration::ZERO);
                     return;
                 }
                 info!(
@@ -297,6 +297,7 @@ impl Upgrader {
                     registry,
                     child,
                     "closed its readiness channel without READY=1",
+                    EXITING_GRACE,
                 );
                 Step::Failed
             }
@@ -324,6 +325,7 @@ impl Upgrader {
                         registry,
                         child,
                         &format!("did not report ready within {timeout:?}"),
+                        Duration::ZERO,
                     );
                 }
                 Step::Failed
@@ -351,7 +353,7 @@ impl Upgrader {
                 if let Some(channel) = child.channel {
                     close_channel(registry, channel);
                 }
-                stop_and_reap(pid);
+                stop_and_reap(pid, Duration::ZERO);
                 self.reclaim_pid_file(pid);
             }
             State::HandedOver { child, .. } => {
@@ -363,15 +365,15 @@ impl Upgrader {
         }
     }
 
-    /// The upgrade failed: say why, stop and reap the child, take the pid
-    /// file back; we serve on.
-    fn fail(&mut self, registry: &Registry, child: Child, why: &str) {
+    /// The upgrade failed: say why, stop and reap the child (given `grace`
+    /// to end by itself first), take the pid file back; we serve on.
+    fn fail(&mut self, registry: &Registry, child: Child, why: &str, grace: Duration) {
         let pid = child.pid;
         if let Some(channel) = child.channel {
             close_channel(registry, channel);
         }
         error!("upgrade failed: pid {pid} {why}; this process serves on");
-        stop_and_reap(pid);
+        stop_and_reap(pid, grace);
         self.reclaim_pid_file(pid);
     }
 
@@ -471,18 +473,33 @@ fn close_channel(registry: &Registry, channel: Socket) {
     }
 }
 
-/// Kills our child `pid` if it still runs (SIGKILL: it was not ready, so it
-/// serves no one), and reaps it, so that no zombie is left.
-fn stop_and_reap(pid: u32) {
-    match sys::try_wait(pid) {
-        Ok(Some(status)) => {
-            info!("upgrade: pid {pid} ended ({status}); reaped");
-            return;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            warn!("upgrade: cannot reap pid {pid}: {e}");
-            return;
+/// How long a new process whose readiness channel reached its end has to
+/// finish exiting before it is killed. The end comes as the process closes
+/// its descriptors, a moment before it becomes a zombie that can be
+/// reaped; without this wait the log would name our SIGKILL instead of the
+/// status it exited with (2, say, for a flag it refused), which is what an
+/// operator needs. It blocks the loop, on a failed upgrade only.
+const EXITING_GRACE: Duration = Duration::from_millis(50);
+
+/// Kills our child `pid` if it still runs `grace` from now (SIGKILL: it
+/// was not ready, so it serves no one), and reaps it, so that no zombie is
+/// left.
+fn stop_and_reap(pid: u32, grace: Duration) {
+    let give_up = Instant::now() + grace;
+    loop {
+        match sys::try_wait(pid) {
+            Ok(Some(status)) => {
+                info!("upgrade: pid {pid} ended ({status}); reaped");
+                return;
+            }
+            Ok(None) if Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(None) => break,
+            Err(e) => {
+                warn!("upgrade: cannot reap pid {pid}: {e}");
+                return;
+            }
         }
     }
     if let Err(e) = sys::signal_process(pid, libc::SIGKILL) {

@@ -179,110 +179,124 @@ fn echo_once(addr: SocketAddr, line: &[u8]) -> Result<(), String> {
 #[test]
 fn three_upgrades_in_a_row_lose_no_connect_and_no_echo() {
     become_subreaper();
-    for workers in [
-        &[][..],
-        &["--workers", "2"][..],
+    // The three modes at once, each on a port, a pid file and a notify
+    // socket of its own: most of a round is the old process's 1 s grace,
+    // spent waiting.
+    let modes: [&'static [&'static str]; 3] = [
+        &[],
+        &["--workers", "2"],
         // A reuseport group: both listeners go, in order.
-        &["--workers", "2", "--accept", "reuseport"][..],
-    ] {
-        let mut procs = Processes::default();
-        let pid_file = scratch(&format!("three{}.pid", workers.len()));
-        let notify_name = format!(
-            "reactor-echo-upgrade-{}-{}",
-            std::process::id(),
-            workers.len()
-        );
-        let notify = {
-            use std::os::linux::net::SocketAddrExt;
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(&notify_name).unwrap();
-            UnixDatagram::bind_addr(&addr).unwrap()
-        };
-        notify.set_read_timeout(Some(PATIENCE)).unwrap();
-
-        let mut cmd = Command::new(BIN);
-        cmd.args(["--listen", "127.0.0.1:0", "--pid-file"])
-            .arg(&pid_file)
-            .args(workers)
-            .env("NOTIFY_SOCKET", format!("@{notify_name}"));
-        let mut server = Server::spawn(cmd);
-        let addr = server.addr;
-        let first = server.pid();
-        procs.saw(first);
-        assert!(next_notification(&notify).starts_with("READY=1\n"));
-        let listeners = listeners_on(addr);
-        assert_eq!(listeners, 1 + workers.len() / 4, "{workers:?}");
-
-        let churn = Churn::start(addr, 4);
-        let mut pid = first;
-        for round in 0..3 {
-            // Served by the process about to be replaced: one idle, one
-            // whose line is on its way at the instant of the handover.
-            let mut idle = connect(addr);
-            roundtrip(&mut idle, b"idle\n", b"idle\n");
-            let mut in_flight = connect(addr);
-            roundtrip(&mut in_flight, b"warm\n", b"warm\n");
-
-            signal(pid, Signal::USR2);
-            in_flight.write_all(b"in flight\n").unwrap();
-            let new = wait_for_new_pid(&pid_file, pid, &server);
-            procs.saw(new);
-            // A connect right at the handover, served by one or the other.
-            let mut at_handover = connect(addr);
-            roundtrip(&mut at_handover, b"at handover\n", b"at handover\n");
-
-            assert_eq!(
-                next_notification(&notify),
-                format!("MAINPID={new}\nSTATUS=handed over to pid {new}; draining"),
-                "{workers:?} round {round}: the supervisor is told, and nothing else"
-            );
-            // Every echo owed, then a FIN, from the old process's drain.
-            assert_eq!(read_n(&mut in_flight, 10), b"in flight\n");
-            assert_eq!(read_end(&mut in_flight), End::Eof, "{workers:?}");
-            assert_eq!(read_end(&mut idle), End::Eof, "{workers:?}");
-            let status = if pid == first {
-                server.wait_exit(PATIENCE).expect("exits").code().unwrap()
-            } else {
-                procs.wait_exit(pid, PATIENCE)
-            };
-            assert_eq!(
-                status,
-                0,
-                "{workers:?} round {round}; log:\n{}",
-                server.log()
-            );
-            assert!(is_gone(pid), "pid {pid} reaped");
-            // The new process serves on the same sockets, no more.
-            assert_eq!(listeners_on(addr), listeners, "{workers:?} round {round}");
-            let mut after = connect(addr);
-            roundtrip(&mut after, b"after\n", b"after\n");
-            assert!(
-                server
-                    .log()
-                    .contains(&format!("upgrade: pid {new} is ready and serving")),
-                "log:\n{}",
-                server.log()
-            );
-            pid = new;
-        }
-        let (echoed, failures) = churn.stop();
-        assert!(
-            failures.is_empty(),
-            "{workers:?}: {} of {} short connections failed: {failures:#?}",
-            failures.len(),
-            echoed + failures.len() as u64
-        );
-        assert!(echoed > 0);
-
-        signal(pid, Signal::TERM);
-        assert_eq!(procs.wait_exit(pid, PATIENCE), 0, "log:\n{}", server.log());
-        // The last process is the service's main one: it says STOPPING=1.
-        assert!(next_notification(&notify).starts_with("STOPPING=1\n"));
-        assert!(!pid_file.exists(), "removed by the last process");
-        assert!(
-            procs.seen.iter().all(|&p| is_gone(p)),
-            "nothing left running"
-        );
+        &["--workers", "2", "--accept", "reuseport"],
+    ];
+    let runs: Vec<_> = modes
+        .into_iter()
+        .map(|workers| std::thread::spawn(move || three_upgrades(workers)))
+        .collect();
+    for run in runs {
+        // A failure has printed its message already (the panic hook).
+        assert!(run.join().is_ok(), "a mode failed: see its panic above");
     }
+}
+
+/// `three_upgrades_in_a_row_lose_no_connect_and_no_echo` for one mode.
+fn three_upgrades(workers: &[&str]) {
+    let mut procs = Processes::default();
+    let pid_file = scratch(&format!("three{}.pid", workers.len()));
+    let notify_name = format!(
+        "reactor-echo-upgrade-{}-{}",
+        std::process::id(),
+        workers.len()
+    );
+    let notify = {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&notify_name).unwrap();
+        UnixDatagram::bind_addr(&addr).unwrap()
+    };
+    notify.set_read_timeout(Some(PATIENCE)).unwrap();
+
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0", "--pid-file"])
+        .arg(&pid_file)
+        .args(workers)
+        .env("NOTIFY_SOCKET", format!("@{notify_name}"));
+    let mut server = Server::spawn(cmd);
+    let addr = server.addr;
+    let first = server.pid();
+    procs.saw(first);
+    assert!(next_notification(&notify).starts_with("READY=1\n"));
+    let listeners = listeners_on(addr);
+    assert_eq!(listeners, 1 + workers.len() / 4, "{workers:?}");
+
+    let churn = Churn::start(addr, 2);
+    let mut pid = first;
+    for round in 0..3 {
+        // Served by the process about to be replaced: one idle, one
+        // whose line is on its way at the instant of the handover.
+        let mut idle = connect(addr);
+        roundtrip(&mut idle, b"idle\n", b"idle\n");
+        let mut in_flight = connect(addr);
+        roundtrip(&mut in_flight, b"warm\n", b"warm\n");
+
+        signal(pid, Signal::USR2);
+        in_flight.write_all(b"in flight\n").unwrap();
+        let new = wait_for_new_pid(&pid_file, pid, &server);
+        procs.saw(new);
+        // A connect right at the handover, served by one or the other.
+        let mut at_handover = connect(addr);
+        roundtrip(&mut at_handover, b"at handover\n", b"at handover\n");
+
+        assert_eq!(
+            next_notification(&notify),
+            format!("MAINPID={new}\nSTATUS=handed over to pid {new}; draining"),
+            "{workers:?} round {round}: the supervisor is told, and nothing else"
+        );
+        // Every echo owed, then a FIN, from the old process's drain.
+        assert_eq!(read_n(&mut in_flight, 10), b"in flight\n");
+        assert_eq!(read_end(&mut in_flight), End::Eof, "{workers:?}");
+        assert_eq!(read_end(&mut idle), End::Eof, "{workers:?}");
+        let status = if pid == first {
+            server.wait_exit(PATIENCE).expect("exits").code().unwrap()
+        } else {
+            procs.wait_exit(pid, PATIENCE)
+        };
+        assert_eq!(
+            status,
+            0,
+            "{workers:?} round {round}; log:\n{}",
+            server.log()
+        );
+        assert!(is_gone(pid), "pid {pid} reaped");
+        // The new process serves on the same sockets, no more.
+        assert_eq!(listeners_on(addr), listeners, "{workers:?} round {round}");
+        let mut after = connect(addr);
+        roundtrip(&mut after, b"after\n", b"after\n");
+        assert!(
+            server
+                .log()
+                .contains(&format!("upgrade: pid {new} is ready and serving")),
+            "log:\n{}",
+            server.log()
+        );
+        pid = new;
+    }
+    let (echoed, failures) = churn.stop();
+    assert!(
+        failures.is_empty(),
+        "{workers:?}: {} of {} short connections failed: {failures:#?}",
+        failures.len(),
+        echoed + failures.len() as u64
+    );
+    assert!(echoed > 0);
+
+    signal(pid, Signal::TERM);
+    assert_eq!(procs.wait_exit(pid, PATIENCE), 0, "log:\n{}", server.log());
+    // The last process is the service's main one: it says STOPPING=1.
+    assert!(next_notification(&notify).starts_with("STOPPING=1\n"));
+    assert!(!pid_file.exists(), "removed by the last process");
+    assert!(
+        procs.seen.iter().all(|&p| is_gone(p)),
+        "nothing left running"
+    );
 }
 
 /// Replaces the file at `path` as an installer does: a new file renamed

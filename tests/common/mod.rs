@@ -49,7 +49,7 @@ impl Server {
         cmd.stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start reactor-echo");
+        let mut child = spawn_retrying_busy_text(&mut cmd);
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -555,4 +555,24 @@ pub fn listeners_on(addr: SocketAddr) -> usize {
             fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A")
         })
         .count()
+}
+
+/// `cmd.spawn()`, tried again while it fails with `ETXTBSY`. A test that
+/// has just written the binary it runs (`tests/upgrade.rs` installs copies)
+/// closed its descriptor, but another test thread may have forked a child
+/// in that instant, which holds a copy of it until its own `exec`; `exec`
+/// of a file open for writing fails with "text file busy". The window is
+/// that short, so a few tries a millisecond apart close it.
+fn spawn_retrying_busy_text(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("start reactor-echo: {e}"),
+        }
+    }
 }
