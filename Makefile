@@ -71,8 +71,13 @@ test:  ## Format check, clippy -D warnings, docs (private items too) without war
 	@# the server's own tests, and beside them its suites again with
 	@# --workers 2, then the bench package's (the checker's suite is the
 	@# longest). The second pass's output goes to a file, printed if it fails.
-	@{ REACTOR_ECHO_TEST_WORKERS=2 $(CARGO) test --quiet -p reactor-echo $(foreach t,$(WORKERS_AGAIN),--test $(t)) \
-		&& $(CARGO) test --quiet -p reactor-echo-bench; } > $(TARGET_DIR)/test-beside.log 2>&1 & beside=$$!; \
+	@# A shell without job control runs `&` jobs with SIGINT ignored, so on
+	@# Ctrl-C (or SIGTERM) the trap ends the whole process group: the side
+	@# pass, its tests and the servers they started.
+	@{ REACTOR_ECHO_TEST_WORKERS=2 $(CARGO) test --quiet -p reactor-echo $(foreach t,$(WORKERS_AGAIN),--test $(t)); \
+		again=$$?; $(CARGO) test --quiet -p reactor-echo-bench && exit $$again; } \
+		> $(TARGET_DIR)/test-beside.log 2>&1 & beside=$$!; \
+	trap 'trap - TERM; kill -TERM 0' INT TERM; \
 	$(CARGO) test -p reactor-echo; first=$$?; \
 	wait $$beside; second=$$?; \
 	if [ $$second -ne 0 ]; then cat $(TARGET_DIR)/test-beside.log; fi; \

@@ -121,29 +121,64 @@ pub fn listen_group(
         .ok_or_else(|| io::Error::other("the probe is bound to no IP address"))?;
     let lock = InstanceLock::take(addr)?;
     drop(probe);
-    let group = grow_group(Vec::new(), addr, backlog, send_buffer, count)?;
+    let mut group = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = bind_member(addr, send_buffer)?;
+        listen_member(&socket, backlog)?;
+        group.push(TcpListener::from_std(socket.into()));
+    }
+    // The program goes on once every member has joined: until then the
+    // index `cpu % count` may name no member yet (the kernel then hashes).
+    if let Some(first) = group.first() {
+        crate::sys::steer_reuseport_by_cpu(first, count as u32)?;
+    }
     debug!("listening on {addr} with {count} reuseport listeners (backlog {backlog} each)");
     Ok((group, lock))
 }
 
+/// A reuseport group of inherited listeners ([`join_group`]): the
+/// inherited members, listening, and the ones that complete it, bound but
+/// not listening yet. [`InheritedGroup::open`] makes them listen.
+pub struct InheritedGroup {
+    /// The inherited listeners, in the group's order.
+    pub members: Vec<TcpListener>,
+    /// The sockets that complete the group, one per worker past the
+    /// inherited ones: bound, not listening, so not members yet.
+    pub unopened: Vec<Socket>,
+    backlog: u32,
+}
+
 /// `--accept reuseport` on inherited sockets (socket activation, or a live
 /// upgrade, whose old process passes its group in order): they become the
-/// first members of the group, in their order, and more join them until
-/// there are `count`, one per worker. Fails if they are more than `count`
-/// (a worker would have to serve two), or not all on one address.
+/// first members of the group, in their order, and sockets are bound to
+/// complete it to `count`, one per worker. Fails if they are more than
+/// `count` (a worker would have to serve two), or not all on one address,
+/// or if a socket cannot be bound beside them.
+///
+/// The sockets it binds do not listen yet, and the group's program is not
+/// touched: until [`InheritedGroup::open`], this process has changed
+/// nothing that the process that passed the group relies on. A live
+/// upgrade's new process opens the group only once it has said `READY=1`,
+/// so that if it fails before, the old process serves on with its group as
+/// it was (a socket that listened here and died with us would reset the
+/// connects queued in it).
 ///
 /// `SO_REUSEPORT` is set on each inherited socket first. One made by
 /// systemd without `ReusePort=yes`, or by a lone loop or a coordinator
 /// before an upgrade, has it off, and Linux lets a new socket join a
-/// listening one once it is on: the group is formed as the new socket
-/// listens. No probe and no lock (see [`listen_group`]): the inherited
-/// sockets hold the port, so a second instance's probe fails on them.
+/// listening one once it is on. Linux groups only the sockets of one user,
+/// though: a socket that systemd made as root for a service that runs as
+/// another user (`User=`, `DynamicUser=`) cannot be joined, and the bind
+/// fails with "address in use"; the error says so, and the flag is turned
+/// off again where it was off. No probe and no lock (see
+/// [`listen_group`]): the inherited sockets hold the port, so a second
+/// instance's probe fails on them.
 pub fn join_group(
     inherited: Vec<TcpListener>,
     backlog: u32,
     send_buffer: Option<usize>,
     count: usize,
-) -> io::Result<Vec<TcpListener>> {
+) -> io::Result<InheritedGroup> {
     let passed = inherited.len();
     if passed > count {
         return Err(io::Error::new(
@@ -161,7 +196,8 @@ pub fn join_group(
         ));
     };
     let addr = first.local_addr()?;
-    for listener in &inherited {
+    let mut turned_on = Vec::new();
+    for (index, listener) in inherited.iter().enumerate() {
         let at = listener.local_addr()?;
         if at != addr {
             return Err(io::Error::new(
@@ -171,44 +207,88 @@ pub fn join_group(
                 ),
             ));
         }
-        socket2::SockRef::from(listener).set_reuse_port(true)?;
+        let socket = socket2::SockRef::from(listener);
+        if !socket.reuse_port()? {
+            socket.set_reuse_port(true)?;
+            turned_on.push(index);
+        }
     }
-    let group = grow_group(inherited, addr, backlog, send_buffer, count)?;
+    let unopened = (passed..count)
+        .map(|_| bind_member(addr, send_buffer))
+        .collect::<io::Result<Vec<_>>>();
+    let unopened = match unopened {
+        Ok(unopened) => unopened,
+        Err(e) => {
+            for &index in &turned_on {
+                let _ = socket2::SockRef::from(&inherited[index]).set_reuse_port(false);
+            }
+            if e.kind() != io::ErrorKind::AddrInUse {
+                return Err(e);
+            }
+            return Err(io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot add a listener beside the inherited one on {addr}: {e}. Linux puts \
+                     in one SO_REUSEPORT group only the sockets of one user: one that systemd made \
+                     (as root) for a service that runs as another user (User=, DynamicUser=) cannot \
+                     take more; serve it with --accept coordinator"
+                ),
+            ));
+        }
+    };
     debug!(
-        "serving {addr} with {passed} inherited reuseport listeners and {} more",
+        "serving {addr} with {passed} inherited reuseport listeners; {} more bound, to listen once ready",
         count - passed
     );
-    Ok(group)
+    Ok(InheritedGroup {
+        members: inherited,
+        unopened,
+        backlog,
+    })
 }
 
-/// Adds listeners on `addr` to `group` (members already, in order) until
-/// it has `count`, then steers the group by CPU over all of them. The
-/// program goes on last, once every member has joined: until then the
-/// index `cpu % count` may name no member yet.
-fn grow_group(
-    mut group: Vec<TcpListener>,
-    addr: SocketAddr,
-    backlog: u32,
-    send_buffer: Option<usize>,
-    count: usize,
-) -> io::Result<Vec<TcpListener>> {
-    while group.len() < count {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        if let Some(bytes) = send_buffer {
-            socket.set_send_buffer_size(bytes)?;
+impl InheritedGroup {
+    /// Makes the bound sockets listen, after the inherited ones, and steers
+    /// the group by CPU over all that listen. A socket that cannot listen
+    /// is left out (and with it the ones after it, whose places in the
+    /// group would shift): the error says so, and the group is steered over
+    /// the members it has.
+    pub fn open(mut self) -> (Vec<TcpListener>, Option<io::Error>) {
+        let mut failed = None;
+        for socket in self.unopened {
+            if let Err(e) = listen_member(&socket, self.backlog) {
+                failed = Some(e);
+                break;
+            }
+            self.members.push(TcpListener::from_std(socket.into()));
         }
-        socket.bind(&addr.into())?;
-        // The kernel takes the smaller of this and somaxconn, per listener.
-        socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-        group.push(TcpListener::from_std(socket.into()));
+        if let Some(first) = self.members.first()
+            && let Err(e) = crate::sys::steer_reuseport_by_cpu(first, self.members.len() as u32)
+        {
+            failed.get_or_insert(e);
+        }
+        (self.members, failed)
     }
-    if let Some(first) = group.first() {
-        crate::sys::steer_reuseport_by_cpu(first, count as u32)?;
+}
+
+/// A socket for a reuseport group on `addr`, bound, not listening yet.
+fn bind_member(addr: SocketAddr, send_buffer: Option<usize>) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    if let Some(bytes) = send_buffer {
+        socket.set_send_buffer_size(bytes)?;
     }
-    Ok(group)
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Makes a bound member listen: it joins the group (in the group's order,
+/// last) and takes its share of connects from now on.
+fn listen_member(socket: &Socket, backlog: u32) -> io::Result<()> {
+    // The kernel takes the smaller of this and somaxconn, per listener.
+    socket.listen(backlog.min(i32::MAX as u32) as i32)
 }
 
 /// Held while a reuseport group serves an address: see [`listen_group`].

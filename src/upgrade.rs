@@ -121,10 +121,6 @@ pub(crate) enum Step {
     StopAccepting,
     /// The grace after the handover is over: drain as on SIGTERM.
     Drain,
-    /// The upgrade failed (logged; the new process is stopped and reaped):
-    /// serve on. A reuseport group steers by CPU again as before (the new
-    /// process may have replaced its program).
-    Failed,
 }
 
 /// The new process and our end of its readiness channel.
@@ -224,8 +220,12 @@ impl Upgrader {
             }
             State::Idle => {}
         }
-        if draining || listeners.is_empty() {
+        if draining {
             warn!("SIGUSR2 during the drain: no listener to hand over; ignored");
+            return;
+        }
+        if listeners.is_empty() {
+            warn!("SIGUSR2: no listener to hand over; ignored");
             return;
         }
         let timeout = plan.timeout;
@@ -299,7 +299,7 @@ impl Upgrader {
                     "closed its readiness channel without READY=1",
                     EXITING_GRACE,
                 );
-                Step::Failed
+                Step::Nothing
             }
             State::HandedOver { child, drain_at } if ended => {
                 let child = self.new_process_ended(registry, child);
@@ -328,7 +328,7 @@ impl Upgrader {
                         Duration::ZERO,
                     );
                 }
-                Step::Failed
+                Step::Nothing
             }
             State::HandedOver { drain_at, .. } if drain_at.is_some_and(|at| now >= at) => {
                 *drain_at = None;

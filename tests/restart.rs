@@ -37,7 +37,7 @@ const FOR_US: &str = "LISTEN_PID=$$ LISTEN_FDS=1";
 fn launcher(env: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(format!(r#"{env} exec "$0" "$@" 3<&0 0</dev/null"#))
+        .arg(format!(r#"{env} exec "$0" "$@" 3<&0 4<&- 0</dev/null"#))
         .arg(BIN)
         .args(args);
     cmd
@@ -187,7 +187,7 @@ fn serves_under_systemd_socket_activate() {
                 .log()
                 .contains("socket activation: serving on the inherited fd 3")
         );
-        assert_eq!(listeners_on(addr), 1 + extra.len() / 4, "{extra:?}");
+        wait_for_listeners(addr, 1 + extra.len() / 4);
         let mut second = server.connect();
         roundtrip(&mut second, b"second\n", b"second\n");
 
@@ -455,11 +455,57 @@ fn accept_reuseport_makes_a_group_of_an_inherited_socket() {
         ],
     );
     assert_eq!(server.addr, addr);
-    assert_eq!(listeners_on(addr), 2);
+    wait_for_listeners(addr, 2);
     let mut clients = server.connect_echoed(20);
     server.signal(Signal::TERM);
     for c in &mut clients {
         assert_eq!(read_end(c), End::Eof);
     }
+    server.expect_exit(0);
+}
+
+#[test]
+fn a_group_cannot_join_a_socket_of_another_user() {
+    // Linux groups only one user's sockets: a socket made by root (as
+    // systemd makes it) cannot take listeners of a server that runs as
+    // another user (`User=`, `DynamicUser=`). Refused, saying so, and the
+    // socket is left as it was found.
+    let tool = "setpriv";
+    if !rustix::process::getuid().is_root() {
+        println!("skipped: starting the server as another user needs root");
+        return;
+    }
+    if Command::new(tool).arg("--version").output().is_err() {
+        println!("skipped: {tool} is not installed (Debian package util-linux)");
+        return;
+    }
+    let (listener, _) = listening();
+    let ours = listener.try_clone().unwrap();
+    let mut cmd = Command::new(tool);
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "sh",
+        "-c",
+    ])
+    .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@" 3<&0 4<&- 0</dev/null"#)
+    .arg(BIN)
+    .args(["--workers", "2", "--accept", "reuseport"]);
+    let (status, err) = run_to_exit(cmd, Stdio::from(OwnedFd::from(listener)));
+    assert_eq!(status.code(), Some(1), "stderr:\n{err}");
+    assert!(
+        err.contains("only the sockets of one user") && err.contains("--accept coordinator"),
+        "stderr:\n{err}"
+    );
+    assert!(
+        !socket2::SockRef::from(&ours).reuse_port().unwrap(),
+        "SO_REUSEPORT was turned off again"
+    );
+    // The same socket, served by the same user's coordinator.
+    let mut server = activated(ours, &["--workers", "2", "--listen", "192.0.2.1:9"]);
+    let mut c = server.connect();
+    roundtrip(&mut c, b"coordinator\n", b"coordinator\n");
+    server.signal(Signal::TERM);
     server.expect_exit(0);
 }

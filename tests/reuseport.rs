@@ -122,28 +122,3 @@ fn churning_clients_are_spread_by_their_cpu() {
         assert!(conns.iter().all(|&n| n >= 100), "uneven: {line}");
     }
 }
-
-/// The CPUs this process may run on.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: all-zero is a valid cpu_set_t; sched_getaffinity writes at
-    // most its size into it, and CPU_ISSET reads one bit below that size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        assert_eq!(libc::sched_getaffinity(0, size, &mut set), 0);
-        (0..8 * size)
-            .filter(|&c| libc::CPU_ISSET(c, &set))
-            .collect()
-    }
-}
-
-/// Pins the calling thread to `cpu`.
-fn pin_this_thread(cpu: usize) {
-    // SAFETY: as above; sched_setaffinity only reads the set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        let size = std::mem::size_of::<libc::cpu_set_t>();
-        assert_eq!(libc::sched_setaffinity(0, size, &set), 0);
-    }
-}

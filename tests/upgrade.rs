@@ -563,7 +563,7 @@ fn a_reuseport_group_may_grow_on_an_upgrade_but_not_shrink() {
     assert_eq!(read_end(&mut open), End::Eof);
     assert_eq!(read_end(&mut fresh), End::Eof);
     server.expect_exit(0);
-    assert_eq!(listeners_on(addr), 4);
+    wait_for_listeners(addr, 4);
     for i in 0..8 {
         let mut c = connect(addr);
         let line = test_line(i, 0, 16);
@@ -602,7 +602,7 @@ fn an_upgrade_may_change_the_accept_mode_only_towards_reuseport() {
     procs.saw(new);
     assert_eq!(read_end(&mut open), End::Eof);
     server.expect_exit(0);
-    assert_eq!(listeners_on(addr), 2);
+    wait_for_listeners(addr, 2);
     let mut c = connect(addr);
     roundtrip(&mut c, b"group\n", b"group\n");
 
@@ -627,4 +627,87 @@ fn an_upgrade_may_change_the_accept_mode_only_towards_reuseport() {
     assert_eq!(read_end(&mut c), End::Eof);
     assert_eq!(procs.wait_exit(new, PATIENCE), 0);
     let _ = std::fs::remove_dir_all(bin.parent().unwrap());
+}
+
+/// Sends SIGUSR1 to `pid` and returns the `workers:` line it logs into
+/// `server`'s log (which the processes `server` started write to as well).
+fn spread_of(server: &Server, pid: u32) -> String {
+    let before = server.log().matches("workers: ").count();
+    signal(pid, Signal::USR1);
+    wait_for_log_count(server, "workers: ", before + 1);
+    let log = server.log();
+    log.lines()
+        .rfind(|l| l.contains("workers: "))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_reuseport_group_keeps_its_order_across_an_upgrade() {
+    // The group steers a connect to member `cpu % 2`, where `cpu` handled
+    // its SYN (on loopback, the CPU of the thread that connects). Clients
+    // on an even CPU then reach worker 0, on an odd one worker 1, as long
+    // as worker `i` holds member `i`: in the old process, and in the new
+    // one if the members were passed in their order.
+    let cpus = allowed_cpus();
+    let (Some(&even), Some(&odd)) = (
+        cpus.iter().find(|&&c| c % 2 == 0),
+        cpus.iter().find(|&&c| c % 2 == 1),
+    ) else {
+        println!("skipped: this test needs an even and an odd CPU; it may use {cpus:?}");
+        return;
+    };
+    become_subreaper();
+    let mut procs = Processes::default();
+    let pid_file = scratch("order.pid");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--accept",
+        "reuseport",
+    ])
+    .arg("--pid-file")
+    .arg(&pid_file);
+    let mut server = Server::spawn(cmd);
+    let old = server.pid();
+    procs.saw(old);
+    let addr = server.addr;
+    // 10 clients from the even CPU, 30 from the odd one, each echoed once
+    // and closed: the spread tells which worker took which. (Generous: a
+    // SYN may now and then be handled on the other CPU.)
+    let clients = || {
+        for (cpu, n) in [(even, 10), (odd, 30)] {
+            std::thread::spawn(move || {
+                pin_this_thread(cpu);
+                for i in 0..n {
+                    let mut c = connect(addr);
+                    let line = test_line(cpu, i, 16);
+                    roundtrip(&mut c, &line, &line);
+                }
+            })
+            .join()
+            .unwrap();
+        }
+    };
+    let odd_side = |line: &str| {
+        let conns = per_worker(line, "connections");
+        assert!(
+            conns[1] >= conns[0] + 10,
+            "worker 1 took the odd CPU's: {line}"
+        );
+    };
+    clients();
+    odd_side(&spread_of(&server, old));
+
+    server.signal(Signal::USR2);
+    let new = wait_for_new_pid(&pid_file, old, &server);
+    procs.saw(new);
+    server.expect_exit(0);
+    clients();
+    odd_side(&spread_of(&server, new));
+    signal(new, Signal::TERM);
+    assert_eq!(procs.wait_exit(new, PATIENCE), 0);
 }

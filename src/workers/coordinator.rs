@@ -192,10 +192,8 @@ impl Coordinator {
                     _ => {}
                 }
             }
-            match self.upgrade.tick(self.poll.registry(), self.now) {
-                Step::Drain if !self.draining => self.start_drain("upgrade"),
-                Step::Failed => self.steer_group_again(),
-                _ => {}
+            if self.upgrade.tick(self.poll.registry(), self.now) == Step::Drain && !self.draining {
+                self.start_drain("upgrade");
             }
             if self.acceptor.pause_over(self.now) {
                 self.accept_all();
@@ -351,26 +349,8 @@ impl Coordinator {
     /// The upgrade's readiness channel has news: on `READY=1`, stop
     /// accepting (the new process accepts from the same sockets now).
     fn upgrade_event(&mut self) {
-        match self.upgrade.readable(self.poll.registry(), self.now) {
-            Step::StopAccepting => self.stop_accepting(),
-            Step::Failed => self.steer_group_again(),
-            Step::Nothing | Step::Drain => {}
-        }
-    }
-
-    /// An upgrade failed: its process may have put its own program on our
-    /// reuseport group (steering over its number of workers, some of whose
-    /// listeners closed with it), so put ours back.
-    fn steer_group_again(&self) {
-        let Some(Some(first)) = self.group.first() else {
-            return;
-        };
-        match crate::sys::steer_reuseport_by_cpu(first, self.group.len() as u32) {
-            Ok(()) => debug!(
-                "the reuseport group steers over our {} listeners again",
-                self.group.len()
-            ),
-            Err(e) => warn!("cannot steer the reuseport group by CPU again: {e}"),
+        if self.upgrade.readable(self.poll.registry(), self.now) == Step::StopAccepting {
+            self.stop_accepting();
         }
     }
 

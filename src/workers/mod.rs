@@ -52,13 +52,13 @@ mod coordinator;
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{self, Sender};
 use std::thread::JoinHandle;
 
-use log::info;
+use log::{error, info};
 use mio::{Interest, Poll, Token, Waker};
 use signal_hook_mio::v1_0::Signals;
 
@@ -140,6 +140,14 @@ pub struct Workers<F> {
     /// `--accept reuseport`: one listener per worker, by index, and the
     /// process's count of open connections, and the lock on the address.
     group: Vec<mio::net::TcpListener>,
+    /// An inherited group ([`Workers::from_group`]): its members, and the
+    /// sockets that complete it, which listen only once `run` starts (after
+    /// `READY=1`). `group` is empty then.
+    inherited: Option<listener::InheritedGroup>,
+    /// A descriptor of each member of the group, in order, made before we
+    /// say we are ready: the coordinator hands them to a live upgrade
+    /// (`Coordinator::lend`).
+    lent: Vec<OwnedFd>,
     open: Option<Arc<OpenCount>>,
     lock: Option<InstanceLock>,
     /// `--pin-cpus`: worker `i` runs on the `i`-th of these CPUs (modulo).
@@ -199,14 +207,21 @@ where
             }
         }
         let (group, lock) = bound.ok_or(last_err)?;
-        Self::with_group(group, Some(lock), config, count, new_handler)
+        let lent = duplicates(group.iter().map(AsFd::as_fd))?;
+        let local_addr = group[0].local_addr()?;
+        let mut workers = Self::with_group(local_addr, lent, config, count, new_handler)?;
+        workers.group = group;
+        workers.lock = Some(lock);
+        Ok(workers)
     }
 
     /// `--accept reuseport` on sockets that are already listening, all on
     /// one address: those a live upgrade's old process passed (its group,
     /// in order), or socket activation's. They become the first members of
-    /// the group, and more join them until each worker has one
-    /// (`listener::join_group`). More sockets than workers are refused.
+    /// the group, and sockets are bound to complete it, one per worker
+    /// (`listener::join_group`); those listen, and the group is steered by
+    /// CPU, only when [`Workers::run`] starts, after this process has said
+    /// it is ready. More sockets than workers are refused.
     pub fn from_group(
         listeners: Vec<std::net::TcpListener>,
         config: Config,
@@ -219,27 +234,34 @@ where
             .map(listener::adopt)
             .collect::<io::Result<Vec<_>>>()?;
         let group = listener::join_group(inherited, config.backlog, config.send_buffer, count)?;
-        Self::with_group(group, None, config, count, new_handler)
+        let members = group.members.iter().map(AsFd::as_fd);
+        let lent = duplicates(members.chain(group.unopened.iter().map(AsFd::as_fd)))?;
+        let local_addr = group.members[0].local_addr()?;
+        let mut workers = Self::with_group(local_addr, lent, config, count, new_handler)?;
+        workers.inherited = Some(group);
+        Ok(workers)
     }
 
-    /// The rest of `bind_reuseport` and `from_group`, once the group listens.
+    /// The rest of `bind_reuseport` and `from_group`, which then put their
+    /// group in.
     fn with_group(
-        group: Vec<mio::net::TcpListener>,
-        lock: Option<InstanceLock>,
+        local_addr: SocketAddr,
+        lent: Vec<OwnedFd>,
         config: Config,
         count: usize,
         new_handler: F,
     ) -> io::Result<Self> {
         fit_fd_limit(config.max_connections, count);
         let poll = Poll::new()?;
-        let local_addr = group[0].local_addr()?;
         let signals = signals::listen(poll.registry(), SIGNALS)?;
         Ok(Workers {
             poll,
             acceptor: Acceptor::new(None, config.max_connections),
-            group,
+            group: Vec::new(),
+            inherited: None,
+            lent,
             open: Some(Arc::default()),
-            lock,
+            lock: None,
             pin: None,
             local_addr,
             signals,
@@ -292,6 +314,8 @@ where
             poll,
             acceptor,
             group: Vec::new(),
+            inherited: None,
+            lent: Vec::new(),
             open: None,
             lock: None,
             pin: None,
@@ -325,6 +349,8 @@ where
             poll,
             acceptor,
             group,
+            inherited,
+            lent,
             open,
             lock,
             pin,
@@ -359,13 +385,28 @@ where
                 (own, cpu),
             )
         });
+        // An inherited group opens now, once we have said we are ready
+        // (`listener::join_group` says why).
+        let group = match inherited {
+            None => group,
+            Some(inherited) => {
+                let (members, failed) = inherited.open();
+                info!("the reuseport group is open: {} listeners", members.len());
+                if let Some(e) = failed {
+                    error!(
+                        "the reuseport group opened with {} of its {count} listeners: {e}; \
+                         the workers past them accept nothing",
+                        members.len()
+                    );
+                }
+                members
+            }
+        };
         // With a live upgrade to hand the group over, the coordinator keeps
-        // a descriptor of each worker's listener (see `Coordinator::lend`).
-        let lent = match plan {
-            Some(_) => group
-                .iter()
-                .map(|l| l.as_fd().try_clone_to_owned().map(Some))
-                .collect::<io::Result<Vec<_>>>()?,
+        // a descriptor of each member (see `Coordinator::lend`); a socket
+        // that could not listen is no member.
+        let lent: Vec<Option<OwnedFd>> = match plan {
+            Some(_) => lent.into_iter().take(group.len()).map(Some).collect(),
             None => Vec::new(),
         };
         let mut workers = Vec::with_capacity(count);
@@ -549,6 +590,12 @@ where
         server.abandon();
     }
     server.worker_exit(failure)
+}
+
+/// A descriptor of each of `fds`, made before we say we are ready, so that
+/// running out of descriptors fails the start and not the loop.
+fn duplicates<'a>(fds: impl Iterator<Item = BorrowedFd<'a>>) -> io::Result<Vec<OwnedFd>> {
+    fds.map(|fd| fd.try_clone_to_owned()).collect()
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {

@@ -576,3 +576,34 @@ fn spawn_retrying_busy_text(cmd: &mut Command) -> Child {
         }
     }
 }
+
+/// The CPUs this process may run on.
+pub fn allowed_cpus() -> Vec<usize> {
+    let set = rustix::thread::sched_getaffinity(None).expect("sched_getaffinity");
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&cpu| set.is_set(cpu))
+        .collect()
+}
+
+/// Pins the calling thread to `cpu`. On loopback a connect's SYN is
+/// handled on the CPU of the thread that connects.
+pub fn pin_this_thread(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).expect("sched_setaffinity");
+}
+
+/// Waits until `n` sockets listen on `addr`: a reuseport group made of an
+/// inherited socket opens its other listeners once the server has said it
+/// is ready, a moment after its "listening on" line.
+pub fn wait_for_listeners(addr: SocketAddr, n: usize) {
+    let give_up = Instant::now() + PATIENCE;
+    while listeners_on(addr) != n {
+        assert!(
+            Instant::now() < give_up,
+            "{} listeners on {addr}, not {n}",
+            listeners_on(addr)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
