@@ -252,6 +252,7 @@ pub fn listener(
         "fd {} (from LISTEN_FDS)",
         sys::LISTEN_FDS_START as usize + index
     );
+    let uninspectable = |e: io::Error| format!("{what} cannot be inspected: {e}");
     let kind = match socket.r#type() {
         Ok(kind) => kind,
         Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
@@ -259,7 +260,7 @@ pub fn listener(
                 "{what} is not a socket: it must be a listening TCP socket"
             ));
         }
-        Err(e) => return Err(format!("{what} cannot be inspected: {e}")),
+        Err(e) => return Err(uninspectable(e)),
     };
     if kind != Type::STREAM {
         return Err(format!(
@@ -267,9 +268,7 @@ pub fn listener(
             type_name(kind)
         ));
     }
-    let domain = socket
-        .domain()
-        .map_err(|e| format!("{what} cannot be inspected: {e}"))?;
+    let domain = socket.domain().map_err(uninspectable)?;
     if domain != Domain::IPV4 && domain != Domain::IPV6 {
         return Err(format!(
             "{what} is a {} stream socket, not a TCP socket (IPv4 or IPv6)",
@@ -278,19 +277,14 @@ pub fn listener(
     }
     // SOCK_STREAM over IP is TCP, or SCTP or MPTCP if asked for by name.
     // MPTCP serves as TCP does; SCTP would not.
-    let protocol = socket
-        .protocol()
-        .map_err(|e| format!("{what} cannot be inspected: {e}"))?;
+    let protocol = socket.protocol().map_err(uninspectable)?;
     if protocol.is_some_and(|p| p != Protocol::TCP && p != Protocol::MPTCP) {
         return Err(format!(
             "{what} is an IP stream socket of protocol {protocol:?}, not TCP"
         ));
     }
     // SO_ACCEPTCONN: whether listen() was called on it.
-    if !socket
-        .is_listener()
-        .map_err(|e| format!("{what} cannot be inspected: {e}"))?
-    {
+    if !socket.is_listener().map_err(uninspectable)? {
         return Err(format!(
             "{what} is a TCP socket that is not listening (listen() was never called on it)"
         ));

@@ -12,6 +12,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
@@ -320,18 +321,14 @@ fn private_copy(tag: &str) -> (PathBuf, PathBuf) {
     (bin, dir.join("server.pid"))
 }
 
-/// The server started from `bin`, with a pid file and `--upgrade-timeout 1`.
-fn start_copy(bin: &Path, pid_file: &Path) -> Server {
+/// The server started from `bin`, with a pid file, `--upgrade-timeout`
+/// `timeout` (seconds) and `args`.
+fn start_copy(bin: &Path, pid_file: &Path, timeout: u32, args: &[impl AsRef<OsStr>]) -> Server {
     let mut cmd = Command::new(bin);
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--upgrade-timeout",
-        "1",
-        "--pid-file",
-    ])
-    .arg(pid_file)
-    .args(workers_from_env());
+    cmd.args(["--listen", "127.0.0.1:0", "--pid-file"])
+        .arg(pid_file)
+        .args(["--upgrade-timeout", &timeout.to_string()])
+        .args(args);
     Server::spawn(cmd)
 }
 
@@ -358,7 +355,7 @@ fn a_failed_upgrade_leaves_the_old_process_serving() {
     become_subreaper();
     let mut procs = Processes::default();
     let (bin, pid_file) = private_copy("failed");
-    let mut server = start_copy(&bin, &pid_file);
+    let mut server = start_copy(&bin, &pid_file, 1, &workers_from_env());
     let old = server.pid();
     procs.saw(old);
     let mut open = server.connect();
@@ -439,7 +436,7 @@ fn a_stop_signal_while_the_new_process_starts_gives_the_upgrade_up() {
     become_subreaper();
     let mut procs = Processes::default();
     let (bin, pid_file) = private_copy("abandoned");
-    let mut server = start_copy(&bin, &pid_file);
+    let mut server = start_copy(&bin, &pid_file, 1, &workers_from_env());
     procs.saw(server.pid());
     install(&bin, b"#!/bin/sh\nexec sleep 30\n");
     let mut c = server.connect();
@@ -516,11 +513,12 @@ fn a_reuseport_group_may_grow_on_an_upgrade_but_not_shrink() {
     become_subreaper();
     let mut procs = Processes::default();
     let (bin, pid_file) = private_copy("group");
-    let mut cmd = Command::new(&bin);
-    cmd.args(["--listen", "127.0.0.1:0", "--upgrade-timeout", "5"])
-        .args(["--workers", "3", "--accept", "reuseport", "--pid-file"])
-        .arg(&pid_file);
-    let mut server = Server::spawn(cmd);
+    let mut server = start_copy(
+        &bin,
+        &pid_file,
+        5,
+        &["--workers", "3", "--accept", "reuseport"],
+    );
     let old = server.pid();
     procs.saw(old);
     let addr = server.addr;
@@ -579,11 +577,7 @@ fn an_upgrade_may_change_the_accept_mode_only_towards_reuseport() {
     become_subreaper();
     let mut procs = Processes::default();
     let (bin, pid_file) = private_copy("modes");
-    let mut cmd = Command::new(&bin);
-    cmd.args(["--listen", "127.0.0.1:0", "--upgrade-timeout", "5"])
-        .args(["--workers", "2", "--pid-file"])
-        .arg(&pid_file);
-    let mut server = Server::spawn(cmd);
+    let mut server = start_copy(&bin, &pid_file, 5, &["--workers", "2"]);
     let old = server.pid();
     procs.saw(old);
     let addr = server.addr;

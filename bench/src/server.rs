@@ -8,10 +8,11 @@
 //! every message echoed in that time, and so are its syscalls when they
 //! are counted.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::process::Signal;
@@ -31,6 +32,30 @@ pub struct Load {
     pub secs: f64,
     pub warmup: f64,
     pub counter: Option<Counter>,
+}
+
+/// Reads a server's standard error to its end, on a thread of its own (a
+/// server whose stderr pipe fills up, unread, blocks), handing each line to
+/// `each`. The address of its first "listening on ADDR" line, as text,
+/// comes on the channel returned.
+pub fn follow_log(
+    stderr: impl Read + Send + 'static,
+    mut each: impl FnMut(String) + Send + 'static,
+) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find("listening on ")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
+            }
+            each(line);
+        }
+    });
+    rx
 }
 
 /// What one scenario measured on one server, in one round.

@@ -251,16 +251,41 @@ where
         count: usize,
         new_handler: F,
     ) -> io::Result<Self> {
+        let acceptor = Acceptor::new(None, config.max_connections);
+        let mut workers = Self::assemble(
+            Poll::new()?,
+            acceptor,
+            local_addr,
+            config,
+            count,
+            new_handler,
+        )?;
+        workers.open = Some(Arc::default());
+        workers.lent = lent;
+        Ok(workers)
+    }
+
+    /// What every constructor does once it has its poll and acceptor: the
+    /// open-file limit for the whole process, the signals, and the fields
+    /// (a group, its count of open connections and its lock are put in by
+    /// the reuseport constructors).
+    fn assemble(
+        poll: Poll,
+        acceptor: Acceptor,
+        local_addr: SocketAddr,
+        config: Config,
+        count: usize,
+        new_handler: F,
+    ) -> io::Result<Self> {
         fit_fd_limit(config.max_connections, count);
-        let poll = Poll::new()?;
         let signals = signals::listen(poll.registry(), SIGNALS)?;
         Ok(Workers {
             poll,
-            acceptor: Acceptor::new(None, config.max_connections),
+            acceptor,
             group: Vec::new(),
             inherited: None,
-            lent,
-            open: Some(Arc::default()),
+            lent: Vec::new(),
+            open: None,
             lock: None,
             pin: None,
             local_addr,
@@ -301,7 +326,6 @@ where
         count: usize,
         new_handler: F,
     ) -> io::Result<Self> {
-        fit_fd_limit(config.max_connections, count);
         let poll = Poll::new()?;
         let local_addr = listener.local_addr()?;
         let mut acceptor = Acceptor::new(Some(listener), config.max_connections);
@@ -309,23 +333,7 @@ where
             poll.registry()
                 .register(listener, LISTENER, Interest::READABLE)?;
         }
-        let signals = signals::listen(poll.registry(), SIGNALS)?;
-        Ok(Workers {
-            poll,
-            acceptor,
-            group: Vec::new(),
-            inherited: None,
-            lent: Vec::new(),
-            open: None,
-            lock: None,
-            pin: None,
-            local_addr,
-            signals,
-            config,
-            count,
-            new_handler: Arc::new(new_handler),
-            upgrade: None,
-        })
+        Self::assemble(poll, acceptor, local_addr, config, count, new_handler)
     }
 
     /// The address actually bound (with the real port for `:0`).

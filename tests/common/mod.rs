@@ -607,3 +607,15 @@ pub fn wait_for_listeners(addr: SocketAddr, n: usize) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// The number written right after the first `marker` in a log `line`
+/// (up to the next space): `number_after(line, "MSS ")`.
+pub fn number_after(line: &str, marker: &str) -> u64 {
+    let at = line
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker:?} in {line}"));
+    let rest = &line[at + marker.len()..];
+    let word = rest.split(' ').next().unwrap_or_default();
+    word.parse()
+        .unwrap_or_else(|_| panic!("no number after {marker:?} in {line}"))
+}

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use reactor_echo_bench::lines::{push_line, read_available, write_pending};
+use reactor_echo_bench::lines::{push_line, read_available, take_lines, write_pending};
 use reactor_echo_bench::{churn, openloop};
 
 struct Args {
@@ -188,27 +188,29 @@ fn run_load(a: &Args) -> io::Result<()> {
             }
             read_available(&mut c.stream, &mut buf, &mut c.input, &format!("conn {id}"))?;
             let now = Instant::now();
-            let mut consumed = 0;
             let mut answered = 0;
-            while let Some(nl) = c.input[consumed..].iter().position(|&b| b == b'\n') {
-                let line = &c.input[consumed..consumed + nl + 1];
+            let Conn {
+                input,
+                next_recv,
+                sent_at,
+                ..
+            } = &mut *c;
+            take_lines(input, |line| {
                 expected.clear();
-                push_line(&mut expected, id, c.next_recv, a.size);
+                push_line(&mut expected, id, *next_recv, a.size);
                 if line != expected.as_slice() {
                     errors += 1;
-                    eprintln!("conn {id} line {}: echo differs", c.next_recv);
+                    eprintln!("conn {id} line {}: echo differs", *next_recv);
                 }
-                consumed += nl + 1;
                 answered += 1;
-                c.next_recv += 1;
+                *next_recv += 1;
                 total += 1;
-                let sent = c.sent_at.pop_front().unwrap_or(now);
+                let sent = sent_at.pop_front().unwrap_or(now);
                 if now >= measure_from {
                     measured += 1;
                     latencies_ns.push((now - sent).as_nanos().min(u32::MAX as u128) as u32);
                 }
-            }
-            c.input.drain(..consumed);
+            });
             // Answer each echo with a new line; all of a connection's new
             // lines go out in one write, after this batch of events (as a
             // client event loop writes before it polls again).

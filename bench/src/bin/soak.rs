@@ -71,15 +71,14 @@ mod steady;
 mod throttle;
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use reactor_echo_bench::server::follow_log;
 use rustix::process::{Pid, Signal, kill_process};
 
 use clients::{Plan, Shared, Tally};
@@ -218,31 +217,21 @@ impl Server {
         let pid = Pid::from_child(&child);
         let stderr = child.stderr.take().ok_or("no stderr pipe")?;
         let log = Arc::new(Mutex::new(Log::default()));
-        let (tx, rx) = mpsc::channel();
-        {
+        let rx = {
             let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(at) = line.find("listening on ")
-                        && let Some(tx) = tx.take()
-                    {
-                        let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
-                    }
-                    let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
-                    log.warnings += line.contains(" WARN ") as u64;
-                    log.errors += line.contains(" ERROR ") as u64;
-                    log.panics += line.contains("panicked") as u64;
-                    log.cut.read_line(&line);
-                    log.deadline.read_line(&line);
-                    if log.tail.len() == 40 {
-                        log.tail.pop_front();
-                    }
-                    log.tail.push_back(line);
+            follow_log(stderr, move |line| {
+                let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+                log.warnings += line.contains(" WARN ") as u64;
+                log.errors += line.contains(" ERROR ") as u64;
+                log.panics += line.contains("panicked") as u64;
+                log.cut.read_line(&line);
+                log.deadline.read_line(&line);
+                if log.tail.len() == 40 {
+                    log.tail.pop_front();
                 }
-            });
-        }
+                log.tail.push_back(line);
+            })
+        };
         let mut server = Server {
             child,
             pid,

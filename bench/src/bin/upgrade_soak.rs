@@ -36,7 +36,7 @@
 //! run completed), 1 otherwise, 2 on bad usage.
 
 use std::collections::BTreeSet;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -45,6 +45,7 @@ use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use reactor_echo_bench::server::follow_log;
 use rustix::process::{Pid, Signal, WaitOptions};
 
 /// Lines per pipelined batch.
@@ -453,20 +454,9 @@ fn read_log(
     stderr: impl Read + Send + 'static,
     log: Arc<Mutex<Vec<String>>>,
 ) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut tx = Some(tx);
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(at) = line.find("listening on ")
-                && let Some(tx) = tx.take()
-            {
-                let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
-            }
-            log.lock().unwrap_or_else(|e| e.into_inner()).push(line);
-        }
-    });
-    rx
+    follow_log(stderr, move |line| {
+        log.lock().unwrap_or_else(|e| e.into_inner()).push(line)
+    })
 }
 
 /// Starts the server on `listen`; its pid and address.

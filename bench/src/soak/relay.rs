@@ -658,7 +658,6 @@ fn run(
 mod tests {
     use super::*;
     use crate::throttle::sockets;
-    use std::io::{BufRead, BufReader};
     use std::process::{Child, Command, Stdio};
     use std::sync::Mutex;
 
@@ -703,19 +702,12 @@ mod tests {
                 .expect("start reactor-echo");
             let stderr = child.stderr.take().unwrap();
             let log = Arc::new(Mutex::new(Vec::new()));
-            let (tx, rx) = std::sync::mpsc::channel();
-            {
+            let rx = {
                 let log = Arc::clone(&log);
-                std::thread::spawn(move || {
-                    for line in BufReader::new(stderr).lines() {
-                        let Ok(line) = line else { break };
-                        if let Some(at) = line.find("listening on ") {
-                            let _ = tx.send(line[at + "listening on ".len()..].trim().to_string());
-                        }
-                        log.lock().unwrap().push(line);
-                    }
-                });
-            }
+                reactor_echo_bench::server::follow_log(stderr, move |line| {
+                    log.lock().unwrap().push(line)
+                })
+            };
             let addr = rx
                 .recv_timeout(Duration::from_secs(20))
                 .expect("the server logs its address")
